@@ -1,0 +1,73 @@
+"""LoRA (Hu et al. 2022) through peft: W x + (lora_alpha / r) B A x on the target modules.
+
+Per-layer ranks (AutoLoRA's retrain) go through peft's ``rank_pattern``, keyed by exact
+module names, never by creation order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from autolora_exp.methods.base import Method
+from autolora_exp.models import check_target_modules
+
+
+class LoRA(Method):
+    name = "lora"
+
+    def __init__(
+        self,
+        name: str = "lora",
+        lr: float = 5e-4,
+        r: int = 4,
+        lora_alpha: float = 16.0,
+        lora_dropout: float = 0.1,
+        rank_pattern: dict[str, int] | None = None,
+        alpha_pattern: dict[str, float] | None = None,
+        target_modules: list[str] | None = None,
+    ) -> None:
+        self.name = name
+        self.lr = lr
+        self.r = r
+        self.lora_alpha = lora_alpha
+        self.lora_dropout = lora_dropout
+        self.rank_pattern = dict(rank_pattern or {})
+        self.alpha_pattern = dict(alpha_pattern or {})
+        #: overrides the model's targets (AutoLoRA's retrain: exact names of rank > 0 layers)
+        self.target_modules = list(target_modules) if target_modules else None
+
+    def peft_config(self, target_modules: list[str], head_modules: list[str]) -> Any:
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=self.target_modules or list(target_modules),
+            rank_pattern=self.rank_pattern,
+            alpha_pattern=self.alpha_pattern,
+            modules_to_save=list(head_modules),
+        )
+
+    def prepare(self, model: nn.Module, target_modules: list[str], head_modules: list[str]) -> nn.Module:
+        from peft import get_peft_model
+
+        check_target_modules(model, self.target_modules or list(target_modules))
+        return get_peft_model(model, self.peft_config(target_modules, head_modules))
+
+    def ranks(self, model: nn.Module) -> dict[str, int]:
+        return lora_ranks(model)
+
+
+def lora_ranks(model: nn.Module) -> dict[str, int]:
+    """Full module name (as in the base model) -> rank of every peft LoRA layer."""
+    from peft.tuners.lora import LoraLayer
+
+    ranks = {}
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer) and module.r:
+            base_name = name.removeprefix("base_model.model.")
+            ranks[base_name] = int(next(iter(module.r.values())))
+    return ranks

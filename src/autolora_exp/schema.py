@@ -1,0 +1,147 @@
+"""Structured-config schemas: every YAML under ``conf/`` is merged into these dataclasses.
+
+Hydra validates names and types at composition time, so ``method.rr=4`` (a misspelt key) or
+``train.epochs=three`` (a wrong type) fails before any model loads, with the config path
+named. A method's options live in its own schema (``conf/method/*.yaml`` start from
+``/schema/method/<kind>``), so each method only accepts its own keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    """A backbone: hub id / local folder / packaged model (``packaged:<module>``), or random from config."""
+
+    name: str = MISSING
+    #: hub id, local folder in Hugging Face format, or ``packaged:<python module>``
+    pretrained: Optional[str] = None
+    #: build with random weights from this config (``model_type`` + fields); tests use it
+    from_config: Optional[dict[str, Any]] = None
+    #: tokenizer source when it differs from ``pretrained`` (random models borrow one)
+    tokenizer: Optional[str] = None
+    #: modules LoRA-style methods adapt (matched as a suffix of the full module name)
+    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
+    #: the task head, trained by every method
+    head_modules: list[str] = field(default_factory=lambda: ["classifier"])
+    #: ``None`` = the library default (sdpa); ``eager`` is needed for the exact hypergradient
+    attn_implementation: Optional[str] = None
+
+
+@dataclass
+class TaskConfig:
+    """A task: where its data comes from, how it is encoded, and how it is scored."""
+
+    name: str = MISSING
+    #: classification | regression | token_classification | generation
+    kind: str = "classification"
+    #: ``_target_`` of the loader returning a ``datasets.DatasetDict``
+    loader: dict[str, Any] = MISSING
+    #: local folder in the official format; ``None`` = the hub dataset
+    data_dir: Optional[str] = None
+    text_fields: list[str] = field(default_factory=lambda: ["text"])
+    num_labels: int = 2
+    #: ``_target_`` (``_partial_: true``) of ``f(predictions, references) -> dict``
+    metric: dict[str, Any] = MISSING
+    #: the paper's metric; selects the best epoch
+    primary_metric: str = "accuracy"
+    #: splits evaluated every epoch; the first one selects the best epoch
+    eval_splits: list[str] = field(default_factory=lambda: ["validation"])
+    #: a held-out split scored once at the end (``None`` where labels are not public)
+    test_split: Optional[str] = None
+    max_length: int = 128
+    #: seeded subsample sizes (``None`` = the whole split)
+    max_train_samples: Optional[int] = None
+    max_eval_samples: Optional[int] = None
+
+
+@dataclass
+class TrainConfig:
+    """The shared training loop (every method, and AutoLoRA's retrain)."""
+
+    epochs: int = 3
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    weight_decay: float = 0.1
+    warmup_ratio: float = 0.06
+    max_grad_norm: float = 1.0
+    #: stop after this many optimiser steps (``None`` = the epochs); the debug preset uses it
+    max_steps: Optional[int] = None
+    num_workers: int = 0
+    progress: bool = True
+
+
+@dataclass
+class LoggerConfig:
+    """Weights & Biases. ``mode``: online | offline | disabled (``WANDB_MODE`` wins when set)."""
+
+    mode: str = "offline"
+    project: str = "autolora-exp"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+
+
+# ---- methods -------------------------------------------------------------------------------
+
+
+@dataclass
+class MethodConfig:
+    _target_: str = MISSING
+    name: str = MISSING
+    #: learning rate of the trained weights (AdamW)
+    lr: float = 1e-4
+
+
+@dataclass
+class FullFTConfig(MethodConfig):
+    _target_: str = "autolora_exp.methods.full_ft.FullFineTuning"
+    name: str = "full_ft"
+    lr: float = 2e-5
+
+
+@dataclass
+class LoRAConfig(MethodConfig):
+    _target_: str = "autolora_exp.methods.lora.LoRA"
+    name: str = "lora"
+    lr: float = 5e-4
+    r: int = 4
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.1
+    #: per-module ranks (exact module name -> rank); empty = ``r`` everywhere
+    rank_pattern: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    """The whole run."""
+
+    task: TaskConfig = MISSING
+    model: ModelConfig = MISSING
+    method: Any = MISSING
+    train: TrainConfig = field(default_factory=TrainConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    #: experiment name: groups runs in W&B and in ``outputs/runs``
+    name: str = "default"
+    seed: int = 0
+    #: auto | cpu | cuda
+    device: str = "auto"
+    output_dir: str = MISSING
+
+
+def register() -> None:
+    """Register the schemas with Hydra's ConfigStore (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    for name, node in METHOD_SCHEMAS.items():
+        cs.store(group="schema/method", name=name, node=node)
+
+
+#: method schema name -> dataclass; method modules add theirs here
+METHOD_SCHEMAS: dict[str, type] = {"full_ft": FullFTConfig, "lora": LoRAConfig}
