@@ -28,7 +28,10 @@ class Method:
         return outputs.loss
 
     def on_after_backward(self, model: nn.Module, global_step: int) -> None:
-        """Called after ``backward()`` and before the optimiser zeroes gradients."""
+        """Called after ``backward()`` and the optimiser step, before gradients are zeroed.
+
+        ``global_step`` counts the optimiser steps taken so far (1 after the first).
+        """
 
     def on_train_begin(self, model: nn.Module, total_steps: int) -> None:
         """Called once before the first step with the number of optimiser steps planned."""
