@@ -12,8 +12,10 @@ import hydra
 from omegaconf import DictConfig
 
 from autolora_exp.errors import UserError
+from autolora_exp.hub import configure_offline_mode
 from autolora_exp.schema import register
 
+configure_offline_mode()  # before transformers/datasets are imported: they read it at import
 register()
 log = logging.getLogger("autolora_exp")
 

@@ -32,6 +32,6 @@ def evaluate_splits(model: nn.Module, loaders: dict[str, Any], metric: Callable[
     scores = {}
     for split, loader in loaders.items():
         predictions, references = predict(model, loader, device, regression)
-        scores[split] = {k: float(v) for k, v in metric(predictions, references).items()}
+        scores[split] = {k: float(v) for k, v in metric(predictions=predictions, references=references).items()}
         scores[split]["n"] = int(len(references))
     return scores

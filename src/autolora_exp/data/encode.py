@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import datasets
 import torch
 from torch.utils.data import DataLoader
+
+datasets.disable_progress_bars()  # per-split "Map" bars drown the training progress
 
 
 def encode_classification(dataset: Any, tokenizer: Any, text_fields: list[str], max_length: int,

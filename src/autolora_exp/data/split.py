@@ -1,0 +1,110 @@
+"""Seeded splits shared by every task: stratified train/dev/test cuts, AutoLoRA's 1:1 split, and
+a fingerprint of a split's ids for result.json.
+
+All functions are pure: the same inputs and seed give the same index arrays on any machine
+(numpy's PCG64 ``default_rng(seed)``). Index arrays are returned sorted, so a split keeps the
+source order and its fingerprint does not depend on the shuffle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Hashable, Iterable, Sequence
+
+import numpy as np
+
+from autolora_exp.errors import UserError
+
+
+def _positions_by_key(keys: Iterable[Hashable]) -> list[list[int]]:
+    """Row positions grouped by key, groups in order of first appearance (deterministic)."""
+    groups: dict[Hashable, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+def _apportion(n: int, fractions: Sequence[float]) -> list[int]:
+    """Largest-remainder rounding: sizes s_k with sum_k s_k = n and s_k in {floor(n f_k), ceil(n f_k)}.
+
+    s_k = floor(n f_k), then the n - sum_k s_k leftover rows go one each to the splits with the
+    largest fractional part n f_k - floor(n f_k) (ties: the earlier split).
+    """
+    exact = [n * f for f in fractions]
+    # A float product just under an integer (6.9999... for 7) floors low, but then has the
+    # largest remainder and gets its row back below.
+    sizes = [math.floor(x) for x in exact]
+    order = sorted(range(len(fractions)), key=lambda k: (-(exact[k] - sizes[k]), k))
+    for k in order[: n - sum(sizes)]:
+        sizes[k] += 1
+    return sizes
+
+
+def stratified_split(labels: Sequence[Hashable], fractions: Sequence[float], seed: int) -> list[np.ndarray]:
+    """Cut rows into ``len(fractions)`` disjoint parts, each class represented proportionally.
+
+    For every class c with n_c rows, part k receives s_{c,k} rows, the largest-remainder rounding
+    of n_c * f_k (so floor or ceil of n_c * f_k, and sum_k s_{c,k} = n_c). A class's rows are
+    shuffled with ``default_rng(seed)`` (classes visited in order of first appearance) and cut
+    in that order. The parts are disjoint and together hold every row exactly once; their sizes
+    can differ from round(N * f_k) by at most the number of classes.
+
+    Returns one sorted ``int64`` index array per fraction.
+    """
+    fractions = [float(f) for f in fractions]
+    if not fractions or any(not (0.0 <= f <= 1.0) for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise UserError(f"split fractions {fractions} must lie in [0, 1] and sum to 1")
+    total = sum(fractions)
+    fractions = [f / total for f in fractions]  # exact sum 1, so the rounding never overshoots n
+    parts: list[list[int]] = [[] for _ in fractions]
+    rng = np.random.default_rng(seed)
+    for rows in _positions_by_key(labels):
+        shuffled = rng.permutation(np.asarray(rows, dtype=np.int64))
+        start = 0
+        for k, size in enumerate(_apportion(len(rows), fractions)):
+            parts[k].extend(shuffled[start : start + size].tolist())
+            start += size
+    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+def split_half(n_or_groups: int | Sequence[Hashable], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """AutoLoRA's split of the original training set into D_tr and D_val, 1:1, disjoint.
+
+    ``n_or_groups`` is either the number of rows n (every row its own group) or one group key
+    per row; rows that share a key (e.g. the references of one NLG input) always land on the
+    same side, so D_val never holds an input that D_tr trains on.
+
+    The groups are visited in a seeded random order (``default_rng(seed).permutation``) and
+    each goes to the side that currently has fewer rows (ties: D_tr). After every step
+    | |D_tr| - |D_val| | <= the largest group size, so the sides differ by at most one group
+    (for ungrouped rows: |D_tr| = ceil(n / 2), |D_val| = floor(n / 2)). D_tr and D_val
+    together are exactly rows 0..n-1.
+
+    Returns ``(tr_idx, val_idx)``, sorted ``int64`` row-index arrays.
+    """
+    if isinstance(n_or_groups, (int, np.integer)):
+        n = int(n_or_groups)
+        if n < 2:
+            raise UserError(f"split_half needs at least 2 rows to split 1:1, got n={n}")
+        groups = [[i] for i in range(n)]
+    else:
+        groups = _positions_by_key(n_or_groups)
+        if len(groups) < 2:
+            raise UserError(f"split_half needs at least 2 groups to split 1:1, got {len(groups)}")
+    rng = np.random.default_rng(seed)
+    sides: tuple[list[int], list[int]] = ([], [])
+    for g in rng.permutation(len(groups)):
+        side = 0 if len(sides[0]) <= len(sides[1]) else 1
+        sides[side].extend(groups[g])
+    return np.sort(np.asarray(sides[0], dtype=np.int64)), np.sort(np.asarray(sides[1], dtype=np.int64))
+
+
+def ids_hash(ids: Iterable) -> str:
+    """Fingerprint of a split for result.json: sha256 hex of the sorted ``str`` ids joined by newlines.
+
+    Order-insensitive (the set of rows identifies the split), so two runs on the same rows agree
+    however they were shuffled.
+    """
+    text = "\n".join(sorted(str(i) for i in ids))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -1,0 +1,42 @@
+"""Fail fast without network: probe the hub once, switch the HF libraries to offline mode if it is unreachable.
+
+Without this, a model or dataset that is not cached costs about a minute of connection
+retries before the libraries give up. With it, cached assets still load from the cache and a
+missing one fails at once with :class:`~autolora_exp.errors.AssetMissingError`.
+Must run before ``huggingface_hub``/``transformers``/``datasets`` are imported: they read the
+offline switches at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from urllib.parse import urlparse
+
+log = logging.getLogger(__name__)
+
+OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def hub_reachable(endpoint: str | None = None, timeout: float = 2.0) -> bool:
+    """True when a TCP connection to the hub endpoint opens within ``timeout`` seconds."""
+    url = urlparse(endpoint or os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def configure_offline_mode() -> bool:
+    """Set the HF offline switches when the hub cannot be reached; returns True when offline."""
+    if any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in OFFLINE_VARS):
+        return True
+    if hub_reachable():
+        return False
+    for var in OFFLINE_VARS:
+        os.environ[var] = "1"
+    log.info("Hugging Face hub unreachable: offline mode (only cached or local models and data)")
+    return True
