@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from autolora_exp import results
 from autolora_exp.data.encode import classification_loader, encode_classification
-from autolora_exp.data.split import ids_hash
+from autolora_exp.data.split import ids_hash, split_half
 from autolora_exp.errors import UserError
 from autolora_exp.evaluate import evaluate_splits
 from autolora_exp.models import count_parameters, load_backbone, load_tokenizer
@@ -114,6 +114,52 @@ def split_record(data: Any) -> dict[str, dict[str, Any]]:
     return {split: {"n": len(ds), "ids_sha256": ids_hash(ds["idx"])} for split, ds in data.items()}
 
 
+def split_for_search(train: Any, seed: int) -> tuple[Any, Any]:
+    """AutoLoRA's 1:1 seeded split of the original training set into D_tr and D_val.
+
+    The search only ever receives these two halves of ``train``: checked here, in code, that
+    they are disjoint and together are exactly the training set.
+    """
+    tr_idx, val_idx = split_half(len(train), seed)
+    tr, val = set(map(int, tr_idx)), set(map(int, val_idx))
+    if tr & val or tr | val != set(range(len(train))):
+        raise RuntimeError("D_tr and D_val must partition the training set")
+    return train.select(sorted(tr)), train.select(sorted(val))
+
+
+def search_phase(cfg: DictConfig, method: Any, train: Any, tokenizer: Any, loader_for: Any, tracker: Tracker,
+                 output_dir: Path) -> dict[str, Any]:
+    """Split, search and threshold; writes the alphas, ``rank_pattern.json`` and the rank heatmap."""
+    from autolora_exp.methods.autolora import save_rank_pattern_json
+    from autolora_exp.plots import rank_heatmap
+
+    d_tr, d_val = split_for_search(train, cfg.seed)
+    model = load_backbone(cfg.model, cfg.task, tokenizer)
+    device = resolve_device(cfg.device)
+
+    def log_alphas(step: int, alphas: dict[str, list[float]]) -> None:
+        tracker.log({f"search/alpha/{layer}/{j}": a for layer, values in alphas.items()
+                     for j, a in enumerate(values)}, step=step)
+
+    outcome = method.search_ranks(model.to(device), list(cfg.model.target_modules), list(cfg.model.head_modules),
+                                  loader_for(d_tr, True), loader_for(d_val, True), on_log=log_alphas,
+                                  progress=cfg.train.progress)
+    save_rank_pattern_json(outcome.ranks, output_dir / "rank_pattern.json")
+    heatmap = rank_heatmap(outcome.ranks, output_dir / "rank_heatmap.png",
+                           title=f"{cfg.task.name} | {cfg.model.name} | {method.name}")
+    results.atomic_write_json(output_dir / "search.json", outcome.to_dict())
+    tracker.log_image("search/rank_heatmap", str(heatmap))
+    return {
+        "ranks": outcome.ranks,
+        "mean_rank": outcome.mean_rank,
+        "alphas": outcome.alphas,
+        "steps": outcome.steps,
+        "passes_per_iteration": outcome.passes_per_iteration,
+        "split": {"d_tr": {"n": len(d_tr), "ids_sha256": ids_hash(d_tr["idx"])},
+                  "d_val": {"n": len(d_val), "ids_sha256": ids_hash(d_val["idx"])}},
+    }
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """The whole pipeline for one composed config; returns the result written to result.json."""
     seed_everything(cfg.seed)
@@ -139,14 +185,24 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         encoded = {s: encode_classification(ds, tokenizer, list(task_cfg.text_fields), task_cfg.max_length,
                                             regression) for s, ds in data.items()}
 
-    def loader(split: str, shuffle: bool) -> Any:
+    def loader_for(dataset: Any, shuffle: bool) -> Any:
         bs = cfg.train.batch_size if shuffle else cfg.train.eval_batch_size
-        return classification_loader(encoded[split], tokenizer, bs, shuffle, cfg.seed, cfg.train.num_workers)
+        return classification_loader(dataset, tokenizer, bs, shuffle, cfg.seed, cfg.train.num_workers)
+
+    def loader(split: str, shuffle: bool) -> Any:
+        return loader_for(encoded[split], shuffle)
 
     eval_loaders = {s: loader(s, False) for s in task_cfg.eval_splits}
 
     def evaluate(model: torch.nn.Module) -> dict[str, dict[str, float]]:
         return evaluate_splits(model, eval_loaders, metric, device, regression)
+
+    search = None
+    if getattr(method, "searches_ranks", False):
+        with timer("search") as record:
+            search = search_phase(cfg, method, encoded["train"], tokenizer, loader_for, tracker, output_dir)
+            record.update(steps=search["steps"], passes_per_iteration=search["passes_per_iteration"])
+        method = method.retrain_method(search["ranks"])
 
     with timer("train") as record:
         model = load_backbone(model_cfg, task_cfg, tokenizer)
@@ -183,6 +239,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         },
         "params": params,
         "ranks": method.ranks(model),
+        "search": search,
         "phases": timer.phases,
         "data": split_record(data),
         "env": results.environment(str(device)),

@@ -14,6 +14,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from autolora_exp.methods.autolora.search import SearchConfig
+
 
 @dataclass
 class ModelConfig:
@@ -119,6 +121,57 @@ class LoRAConfig(MethodConfig):
 
 
 @dataclass
+class AdaLoRAConfig(MethodConfig):
+    """peft's AdaLoRA; defaults and their sources are in conf/method/adalora.yaml."""
+
+    _target_: str = "autolora_exp.methods.adalora.AdaLoRA"
+    name: str = "adalora"
+    lr: float = 5e-4
+    init_r: int = 6
+    target_r: int = 4
+    #: warm-up without pruning / final phase with the allocation frozen: a fraction of
+    #: total_step when below 1, else a number of steps
+    tinit: float = 0.1
+    tfinal: float = 0.5
+    deltaT: int = 10
+    beta1: float = 0.85
+    beta2: float = 0.85
+    orth_reg_weight: float = 0.1
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.1
+    #: ``None`` = the optimiser steps the training loop plans (data size x epochs)
+    total_step: Optional[int] = None
+
+
+@dataclass
+class AdapterConfig(MethodConfig):
+    """Houlsby bottleneck adapters; defaults and their sources are in conf/method/adapter.yaml."""
+
+    _target_: str = "autolora_exp.methods.adapter.HoulsbyAdapter"
+    name: str = "adapter"
+    lr: float = 3e-4
+    bottleneck: int = 8
+    #: gelu | relu | tanh | silu
+    nonlinearity: str = "gelu"
+    train_layer_norms: bool = True
+
+
+@dataclass
+class AutoLoRAConfig(MethodConfig):
+    """AutoLoRA: ``search`` holds the bilevel search (k, gate, hypergradient, optimisers); ``lr``,
+    ``lora_alpha``, ``lora_dropout`` and ``scaling`` are the retrain's LoRA settings."""
+
+    _target_: str = "autolora_exp.methods.autolora.method.AutoLoRA"
+    name: str = "autolora"
+    lr: float = 5e-4
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.1
+    #: per_layer (peft: lora_alpha / r_l) | fixed (lora_alpha / k for every layer)
+    scaling: str = "per_layer"
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+
+@dataclass
 class Config:
     """The whole run."""
 
@@ -144,4 +197,5 @@ def register() -> None:
 
 
 #: method schema name -> dataclass; method modules add theirs here
-METHOD_SCHEMAS: dict[str, type] = {"full_ft": FullFTConfig, "lora": LoRAConfig}
+METHOD_SCHEMAS: dict[str, type] = {"full_ft": FullFTConfig, "lora": LoRAConfig,
+                                   "adalora": AdaLoRAConfig, "adapter": AdapterConfig, "autolora": AutoLoRAConfig}

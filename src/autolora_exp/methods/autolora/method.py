@@ -1,0 +1,70 @@
+"""AutoLoRA as a method of the pipeline: search the ranks, then retrain LoRA with them.
+
+    search_ranks:   inject selection LoRA (k rank-1 terms per layer, gate on beta), run the
+                    bilevel search on D_tr / D_val, threshold alpha -> rank per layer
+    retrain_method: a fresh peft LoRA whose ``rank_pattern`` holds exactly those ranks
+                    (rank-0 layers get no LoRA), trained by the shared loop on D_tr + D_val
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from autolora_exp.methods.autolora.layer import inject_selection_lora
+from autolora_exp.methods.autolora.rank_pattern import rank_pattern_config
+from autolora_exp.methods.autolora.search import SearchConfig, SearchResult, search
+from autolora_exp.methods.base import Method
+from autolora_exp.methods.lora import LoRA
+
+
+class AutoLoRA(Method):
+    """Searches per-layer ranks, then hands over to :class:`LoRA` for the retrain."""
+
+    name = "autolora"
+    searches_ranks = True
+
+    def __init__(
+        self,
+        name: str = "autolora",
+        lr: float = 5e-4,
+        lora_alpha: float = 16.0,
+        lora_dropout: float = 0.1,
+        scaling: str = "per_layer",
+        search: SearchConfig | DictConfig | dict | None = None,
+    ) -> None:
+        self.name = name
+        self.lr = lr
+        self.lora_alpha = lora_alpha
+        self.lora_dropout = lora_dropout
+        self.scaling = scaling
+        if isinstance(search, DictConfig):
+            search = OmegaConf.to_container(search, resolve=True)
+        if isinstance(search, dict):
+            search = SearchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in search.items()})
+        self.search_config = search or SearchConfig()
+
+    def search_ranks(
+        self,
+        model: nn.Module,
+        target_modules: list[str],
+        head_modules: list[str],
+        d_tr_loader: Any,
+        d_val_loader: Any,
+        on_log: Callable[[int, dict[str, list[float]]], None] | None = None,
+        progress: bool = True,
+    ) -> SearchResult:
+        """The bilevel search on a fresh backbone; W learns on D_tr only, beta on D_val only."""
+        cfg = self.search_config
+        inject_selection_lora(model, target_modules, k=cfg.k, gate=cfg.gate, lora_alpha=self.lora_alpha,
+                              lora_dropout=0.0, trainable_extra=head_modules,
+                              selection_init=cfg.selection_init)
+        return search(model, d_tr_loader, d_val_loader, cfg, on_log=on_log, progress=progress)
+
+    def retrain_method(self, ranks: dict[str, int]) -> LoRA:
+        """Fresh LoRA with exactly the found rank per named layer (peft ``rank_pattern``)."""
+        kwargs = rank_pattern_config(ranks, lora_alpha=self.lora_alpha, scaling=self.scaling,
+                                     k=self.search_config.k)
+        return LoRA(name=self.name, lr=self.lr, lora_dropout=self.lora_dropout, **kwargs)

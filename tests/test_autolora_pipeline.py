@@ -1,0 +1,93 @@
+"""AutoLoRA through the whole pipeline: split, search, threshold, retrain, evaluate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from autolora_exp.data.split import ids_hash
+from autolora_exp.methods.autolora.method import AutoLoRA
+from autolora_exp.pipeline import run, split_for_search
+
+TINY = ["debug=default", "model=tiny-roberta"]
+
+
+@pytest.fixture(scope="module")
+def autolora_result(tmp_path_factory):
+    from conftest import compose
+
+    out = tmp_path_factory.mktemp("autolora")
+    return run(compose([*TINY, "method=autolora"], out)), out
+
+
+def test_run_searches_then_retrains_with_found_ranks(autolora_result):
+    result, out = autolora_result
+    search = result["search"]
+    assert result["method"] == "autolora"
+    assert search["steps"] == 4 and search["passes_per_iteration"] == 5  # darts: 1 + 1 + 2 + 1
+    # the retrained model carries exactly the searched rank in each named layer
+    assert result["ranks"] == {n: r for n, r in search["ranks"].items() if r > 0}
+    hidden, labels = 32, 5
+    lora = sum(r * (hidden + hidden) for r in search["ranks"].values())
+    head = hidden * hidden + hidden + hidden * labels + labels
+    assert result["params"]["trainable"] == lora + head
+    assert json.loads((out / "rank_pattern.json").read_text())
+    assert (out / "rank_heatmap.png").stat().st_size > 0
+    assert set(json.loads((out / "search.json").read_text())["alphas"]) == set(search["ranks"])
+    assert {"search", "train"} <= set(result["phases"])
+
+
+def test_search_split_is_a_partition_of_train(autolora_result):
+    result, _ = autolora_result
+    split = result["search"]["split"]
+    assert split["d_tr"]["n"] + split["d_val"]["n"] == result["data"]["train"]["n"]
+    assert abs(split["d_tr"]["n"] - split["d_val"]["n"]) <= 1
+
+
+def test_split_for_search_is_disjoint_and_complete(shared_data):
+    from autolora_exp.data.glue import load_glue
+
+    train = load_glue("rte", data_dir=str(shared_data / "glue"))["train"]
+    d_tr, d_val = split_for_search(train, seed=3)
+    tr, val = set(d_tr["idx"]), set(d_val["idx"])
+    assert not tr & val and tr | val == set(train["idx"])
+    again = split_for_search(train, seed=3)
+    assert ids_hash(again[0]["idx"]) == ids_hash(d_tr["idx"])
+    assert ids_hash(split_for_search(train, seed=4)[0]["idx"]) != ids_hash(d_tr["idx"])
+
+
+def test_search_never_sees_dev_or_test(make_cfg, monkeypatch):
+    seen: list[set] = []
+    original = AutoLoRA.search_ranks
+
+    def spy(self, model, targets, heads, d_tr_loader, d_val_loader, **kw):
+        seen.extend([set(d_tr_loader.dataset["idx"]), set(d_val_loader.dataset["idx"])])
+        return original(self, model, targets, heads, d_tr_loader, d_val_loader, **kw)
+
+    monkeypatch.setattr(AutoLoRA, "search_ranks", spy)
+    cfg = make_cfg(*TINY, "method=autolora")
+    result = run(cfg)
+    from autolora_exp.pipeline import load_task_data
+
+    data = load_task_data(cfg.task, cfg.seed)
+    train_ids = set(data["train"]["idx"])
+    held_out = set(data["validation"]["idx"]) | set(data["test"]["idx"])
+    assert seen[0] | seen[1] == train_ids and not seen[0] & seen[1]
+    assert not (seen[0] | seen[1]) & held_out
+    assert result["search"]["split"]["d_tr"]["ids_sha256"] == ids_hash(seen[0])
+
+
+@pytest.mark.parametrize("method", ["autolora_no_cst", "autolora_sigmoid", "autolora_eta0"])
+def test_ablations_run_end_to_end(make_cfg, method):
+    result = run(make_cfg(*TINY, f"method={method}"))
+    assert result["method"] == method
+    assert result["search"]["ranks"]
+    if method == "autolora_eta0":
+        assert result["search"]["passes_per_iteration"] == 2
+
+
+def test_same_seed_same_ranks(make_cfg, autolora_result):
+    again = run(make_cfg(*TINY, "method=autolora"))
+    assert again["search"]["ranks"] == autolora_result[0]["search"]["ranks"]
+    assert again["search"]["alphas"] == autolora_result[0]["search"]["alphas"]
