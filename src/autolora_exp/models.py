@@ -17,15 +17,6 @@ from autolora_exp.errors import AssetMissingError, UserError
 
 PACKAGED_PREFIX = "packaged:"
 
-#: task kind -> transformers Auto class name
-AUTO_CLASSES = {
-    "classification": "AutoModelForSequenceClassification",
-    "regression": "AutoModelForSequenceClassification",
-    "token_classification": "AutoModelForTokenClassification",
-    "generation": "AutoModelForCausalLM",
-}
-
-
 def resolve_source(spec: str) -> str:
     """``packaged:<module>`` -> the folder the package ships; anything else unchanged."""
     if not spec.startswith(PACKAGED_PREFIX):
@@ -74,19 +65,11 @@ def load_tokenizer(model_cfg: Any, kind: str) -> Any:
     return tokenizer
 
 
-def load_backbone(model_cfg: Any, task_cfg: Any, tokenizer: Any) -> nn.Module:
-    """The model for ``task_cfg.kind`` with a fresh head of ``task_cfg.num_labels`` outputs."""
+def load_backbone(model_cfg: Any, tokenizer: Any, auto_class: str, head_kwargs: dict[str, Any]) -> nn.Module:
+    """The backbone as ``transformers.<auto_class>`` with a fresh task head shaped by ``head_kwargs``."""
     import transformers
 
-    kind = task_cfg.kind
-    if kind not in AUTO_CLASSES:
-        raise UserError(f"task.kind '{kind}' is not one of {sorted(AUTO_CLASSES)}")
-    auto = getattr(transformers, AUTO_CLASSES[kind])
-    head_kwargs: dict[str, Any] = {}
-    if kind != "generation":
-        head_kwargs["num_labels"] = task_cfg.num_labels
-    if kind == "regression":
-        head_kwargs["problem_type"] = "regression"
+    auto = getattr(transformers, auto_class)
     attn = {"attn_implementation": model_cfg.attn_implementation} if model_cfg.attn_implementation else {}
 
     if model_cfg.from_config is not None:

@@ -26,19 +26,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from autolora_exp import results
-from autolora_exp.data.encode import classification_loader, encode_classification
 from autolora_exp.data.split import ids_hash, split_half
 from autolora_exp.errors import UserError
-from autolora_exp.evaluate import evaluate_splits
+from autolora_exp.kinds import TaskKind, make_kind
 from autolora_exp.models import count_parameters, load_backbone, load_tokenizer
 from autolora_exp.seeding import seed_everything
 from autolora_exp.tracking import Tracker
 from autolora_exp.train import fit
 
 log = logging.getLogger(__name__)
-
-CLASSIFICATION_KINDS = ("classification", "regression")
-
 
 def resolve_device(spec: str) -> torch.device:
     if spec == "auto":
@@ -127,14 +123,14 @@ def split_for_search(train: Any, seed: int) -> tuple[Any, Any]:
     return train.select(sorted(tr)), train.select(sorted(val))
 
 
-def search_phase(cfg: DictConfig, method: Any, train: Any, tokenizer: Any, loader_for: Any, tracker: Tracker,
+def search_phase(cfg: DictConfig, method: Any, train: Any, kind: TaskKind, loader_for: Any, tracker: Tracker,
                  output_dir: Path) -> dict[str, Any]:
     """Split, search and threshold; writes the alphas, ``rank_pattern.json`` and the rank heatmap."""
     from autolora_exp.methods.autolora import save_rank_pattern_json
     from autolora_exp.plots import rank_heatmap
 
     d_tr, d_val = split_for_search(train, cfg.seed)
-    model = load_backbone(cfg.model, cfg.task, tokenizer)
+    model = load_backbone(cfg.model, kind.tokenizer, kind.auto_class, kind.head_kwargs())
     device = resolve_device(cfg.device)
 
     def log_alphas(step: int, alphas: dict[str, list[float]]) -> None:
@@ -167,12 +163,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     task_cfg, model_cfg = cfg.task, cfg.model
-    if task_cfg.kind not in CLASSIFICATION_KINDS:
-        raise UserError(f"task.kind '{task_cfg.kind}' is not supported by this pipeline yet "
-                        f"(supported: {', '.join(CLASSIFICATION_KINDS)})")
-    regression = task_cfg.kind == "regression"
     method = instantiate(cfg.method)
-    metric = instantiate(task_cfg.metric)
     timer = PhaseTimer(device)
     config = OmegaConf.to_container(cfg, resolve=True)
     run_name = f"{task_cfg.name}/{model_cfg.name}/{method.name}/seed{cfg.seed}"
@@ -182,42 +173,39 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         data = load_task_data(task_cfg, cfg.seed)
         check_labels(data, task_cfg)
         tokenizer = load_tokenizer(model_cfg, task_cfg.kind)
-        encoded = {s: encode_classification(ds, tokenizer, list(task_cfg.text_fields), task_cfg.max_length,
-                                            regression) for s, ds in data.items()}
+        kind = make_kind(task_cfg, tokenizer, instantiate(task_cfg.metric))
+        encoded = {split: kind.encode(split, ds) for split, ds in data.items()}
 
     def loader_for(dataset: Any, shuffle: bool) -> Any:
         bs = cfg.train.batch_size if shuffle else cfg.train.eval_batch_size
-        return classification_loader(dataset, tokenizer, bs, shuffle, cfg.seed, cfg.train.num_workers)
+        return kind.loader(dataset, bs, shuffle, cfg.seed, cfg.train.num_workers)
 
-    def loader(split: str, shuffle: bool) -> Any:
-        return loader_for(encoded[split], shuffle)
-
-    eval_loaders = {s: loader(s, False) for s in task_cfg.eval_splits}
+    def evaluate_split(model: torch.nn.Module, split: str) -> dict[str, float]:
+        return kind.evaluate(model, split, data[split], loader_for(encoded[split], False), device, output_dir)
 
     def evaluate(model: torch.nn.Module) -> dict[str, dict[str, float]]:
-        return evaluate_splits(model, eval_loaders, metric, device, regression)
+        return {split: evaluate_split(model, split) for split in task_cfg.eval_splits}
 
     search = None
     if getattr(method, "searches_ranks", False):
         with timer("search") as record:
-            search = search_phase(cfg, method, encoded["train"], tokenizer, loader_for, tracker, output_dir)
+            search = search_phase(cfg, method, encoded["train"], kind, loader_for, tracker, output_dir)
             record.update(steps=search["steps"], passes_per_iteration=search["passes_per_iteration"])
         method = method.retrain_method(search["ranks"])
 
     with timer("train") as record:
-        model = load_backbone(model_cfg, task_cfg, tokenizer)
+        model = load_backbone(model_cfg, tokenizer, kind.auto_class, kind.head_kwargs())
         model = method.prepare(model, list(model_cfg.target_modules), list(model_cfg.head_modules)).to(device)
         params = count_parameters(model)
-        trained = fit(model, method, loader("train", True), evaluate, cfg.train, method.lr,
-                      task_cfg.primary_metric, device,
+        trained = fit(model, method, loader_for(encoded["train"], True), evaluate, cfg.train, method.lr,
+                      task_cfg.primary_metric, device, greater_is_better=kind.greater_is_better,
                       on_epoch=lambda r: tracker.log(_flatten(r), step=r["step"]))
         record["steps"] = trained.steps
 
     test = None
     if task_cfg.test_split:
         with timer("test"):
-            test = evaluate_splits(model, {task_cfg.test_split: loader(task_cfg.test_split, False)}, metric,
-                                   device, regression)[task_cfg.test_split]
+            test = evaluate_split(model, task_cfg.test_split)
 
     best = trained.epochs[trained.best_epoch - 1] if trained.best_epoch else trained.epochs[-1]
     result = {
