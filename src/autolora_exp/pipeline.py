@@ -114,9 +114,12 @@ def split_for_search(train: Any, seed: int) -> tuple[Any, Any]:
     """AutoLoRA's 1:1 seeded split of the original training set into D_tr and D_val.
 
     The search only ever receives these two halves of ``train``: checked here, in code, that
-    they are disjoint and together are exactly the training set.
+    they are disjoint and together are exactly the training set. Rows are grouped by their
+    ``group`` column when there is one, else by ``idx``.
     """
-    tr_idx, val_idx = split_half(len(train), seed)
+    # rows that share an input (NLG references, windows of one sentence) stay on one side
+    groups = train["group"] if "group" in train.column_names else train["idx"]
+    tr_idx, val_idx = split_half(list(groups), seed)
     tr, val = set(map(int, tr_idx)), set(map(int, val_idx))
     if tr & val or tr | val != set(range(len(train))):
         raise RuntimeError("D_tr and D_val must partition the training set")
@@ -151,8 +154,8 @@ def search_phase(cfg: DictConfig, method: Any, train: Any, kind: TaskKind, loade
         "alphas": outcome.alphas,
         "steps": outcome.steps,
         "passes_per_iteration": outcome.passes_per_iteration,
-        "split": {"d_tr": {"n": len(d_tr), "ids_sha256": ids_hash(d_tr["idx"])},
-                  "d_val": {"n": len(d_val), "ids_sha256": ids_hash(d_val["idx"])}},
+        "split": {name: {"n": len(set(part["idx"])), "rows": len(part), "ids_sha256": ids_hash(set(part["idx"]))}
+                  for name, part in (("d_tr", d_tr), ("d_val", d_val))},
     }
 
 

@@ -58,6 +58,8 @@ class TaskConfig:
     #: a held-out split scored once at the end (``None`` where labels are not public)
     test_split: Optional[str] = None
     max_length: int = 128
+    #: sub-tokens shared by consecutive windows of a long sentence (token classification)
+    stride: int = 32
     #: seeded subsample sizes (``None`` = the whole split)
     max_train_samples: Optional[int] = None
     max_eval_samples: Optional[int] = None

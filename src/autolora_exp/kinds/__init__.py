@@ -15,6 +15,7 @@ from autolora_exp.kinds.base import TaskKind
 KINDS: dict[str, str] = {
     "classification": "autolora_exp.kinds.classification:SequenceClassification",
     "regression": "autolora_exp.kinds.classification:SequenceClassification",
+    "token_classification": "autolora_exp.kinds.token_classification:TokenClassification",
 }
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+import datasets
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+
+datasets.disable_progress_bars()  # per-split "Map" bars drown the training progress bar
 
 
 class TaskKind:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import datasets
 import numpy as np
 import torch
 from torch import nn
@@ -14,8 +13,6 @@ from torch.utils.data import DataLoader
 from autolora_exp.errors import UserError
 from autolora_exp.kinds.base import TaskKind
 from autolora_exp.train import move_to
-
-datasets.disable_progress_bars()  # per-split "Map" bars drown the training progress
 
 
 class SequenceClassification(TaskKind):
