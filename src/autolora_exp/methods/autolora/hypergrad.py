@@ -1,0 +1,325 @@
+"""The hypergradient of the validation loss with respect to the selection logits beta.
+
+W are the inner variables (LoRA factors and the task head), beta the selection logits. The
+search replaces argmin_W L_tr(W, beta) by a one-step look-ahead (paper, eq. 4)
+
+    W_hat(beta) = W - eta * grad_W L_tr(W, beta)
+
+and differentiates the validation loss through it (eq. 5). With v = grad_W L_val(W_hat, beta):
+
+    dL_val/dbeta = dL_val/dbeta (W_hat, beta)  -  eta * (d^2 L_tr / dbeta dW)(W, beta) . v
+                   `----- direct term -----'       `------------ mixed term ------------'
+
+Estimators (``mode``):
+
+- ``darts``: the mixed term by a central finite difference (Liu et al., DARTS, 2019)
+      (d^2 L_tr / dbeta dW) . v  ~  (grad_beta L_tr(W + eps v) - grad_beta L_tr(W - eps v)) / (2 eps),
+      eps = fd_eps / ||v||.  No double backward; 4 passes (look-ahead, validation, +, -).
+- ``exact``: autograd through the look-ahead (``create_graph=True``, ``torch.func.functional_call``
+  on W_hat). Needs double backward, hence eager attention.
+- ``first_order``: eta = 0, W_hat = W, only the direct term dL_val/dbeta (W, beta); 1 pass.
+
+Look-ahead variants: ``sgd`` (the paper's eq. 4, above) and ``betty`` (what the authors' code
+does with the Betty library): the look-ahead is the real optimiser step (AdamW) W' = step(W),
+the finite difference is centred on W', there is no eta factor,
+
+    dL_val/dbeta ~ dL_val/dbeta (W', beta) - (grad_beta L_tr(W' + eps v) - grad_beta L_tr(W' - eps v)) / (2 eps),
+
+and the weights and optimiser state are rolled back afterwards so the inner step can be redone
+with the new beta.
+
+Cost is counted in passes: one pass is a forward of the loss plus one backward sweep. The
+exact mode's backward through the look-ahead's own backward graph counts as one more pass.
+Every estimator leaves W exactly as it found it (perturbations are undone by copying back saved
+tensors of the trainable weights only — no state-dict copy), except ``darts_betty``, whose
+look-ahead is the real step and which hands back a ``rollback``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from autolora_exp.errors import UserError
+
+HYPERGRAD_MODES = ("darts", "exact", "first_order")
+LOOKAHEADS = ("sgd", "betty")
+
+LossFn = Callable[[nn.Module, Any], torch.Tensor]
+
+
+@dataclass
+class PassCounter:
+    """Forward+backward passes spent in one search iteration."""
+
+    passes: int = 0
+
+
+@dataclass
+class Hypergradient:
+    #: dL_val/dbeta, one tensor per selection-logit parameter
+    selection_grads: list[torch.Tensor]
+    #: grad_W L_tr(W, beta_old) at the pre-step weights (sgd look-ahead), reusable for the inner step
+    lookahead_grads: list[torch.Tensor] | None = None
+    #: betty: restores W and the optimiser state to before the look-ahead step
+    rollback: Callable[[], None] | None = None
+
+
+class RngState:
+    """The CPU and accelerator generator states, so several passes see the same dropout masks.
+
+    The finite difference subtracts two gradients that differ by O(eps); with independent
+    dropout masks the difference would be mask noise divided by eps. The look-ahead and both
+    perturbed passes therefore replay one random state.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.cpu = torch.get_rng_state()
+        self.accel = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+    def restore(self) -> None:
+        torch.set_rng_state(self.cpu)
+        if self.accel is not None:
+            torch.cuda.set_rng_state(self.accel, self.device)
+
+
+def _grads(loss: torch.Tensor, params: list[torch.Tensor], **kwargs: Any) -> list[torch.Tensor]:
+    """torch.autograd.grad w.r.t. ``params`` only, unused parameters getting zeros."""
+    grads = torch.autograd.grad(loss, params, allow_unused=True, **kwargs)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+
+
+def _loss(model: nn.Module, loss_fn: LossFn, batch: Any, counter: PassCounter) -> torch.Tensor:
+    loss = loss_fn(model, batch)
+    if not torch.isfinite(loss.detach()).all():
+        raise FloatingPointError(f"the search loss became {loss.item()}; lower lr_weights/lr_selection or eta")
+    counter.passes += 1
+    return loss
+
+
+def weight_grads(
+    model: nn.Module, loss_fn: LossFn, batch: Any, weights: list[nn.Parameter], counter: PassCounter
+) -> list[torch.Tensor]:
+    """grad_W L(W, beta) on one batch (one pass; no gradient for beta is computed)."""
+    return _grads(_loss(model, loss_fn, batch, counter), weights)
+
+
+def selection_grads(
+    model: nn.Module, loss_fn: LossFn, batch: Any, selection: list[nn.Parameter], counter: PassCounter
+) -> list[torch.Tensor]:
+    """grad_beta L(W, beta) on one batch (one pass; no weight gradient is computed)."""
+    return _grads(_loss(model, loss_fn, batch, counter), selection)
+
+
+def val_gradients(
+    model: nn.Module,
+    loss_fn: LossFn,
+    val_batch: Any,
+    weights: list[nn.Parameter],
+    selection: list[nn.Parameter],
+    counter: PassCounter,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """At the current W (= W_hat): the direct term dL_val/dbeta and v = grad_W L_val (one pass)."""
+    grads = _grads(_loss(model, loss_fn, val_batch, counter), list(selection) + list(weights))
+    return grads[: len(selection)], grads[len(selection) :]
+
+
+def _norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.double()) for t in tensors]))
+
+
+@torch.no_grad()
+def _set(params: list[nn.Parameter], values: list[torch.Tensor]) -> None:
+    for p, x in zip(params, values):
+        p.copy_(x)
+
+
+def mixed_term_fd(
+    model: nn.Module,
+    loss_fn: LossFn,
+    tr_batch: Any,
+    weights: list[nn.Parameter],
+    selection: list[nn.Parameter],
+    v: list[torch.Tensor],
+    fd_eps: float,
+    counter: PassCounter,
+    rng: RngState | None = None,
+) -> list[torch.Tensor]:
+    """(d^2 L_tr / dbeta dW)(W, beta) . v by a central difference around the current W (2 passes).
+
+        mixed ~ (grad_beta L_tr(W + eps v) - grad_beta L_tr(W - eps v)) / (2 eps),  eps = fd_eps / ||v||
+
+    W is perturbed in place and restored bit-for-bit from a copy of the trainable weights.
+    ``rng`` (the state the look-ahead pass started from) is replayed before both passes so all
+    three training passes see the same dropout masks; the caller's random stream is untouched.
+    """
+    norm = _norm(v)
+    if norm == 0:
+        return [torch.zeros_like(b) for b in selection]
+    eps = fd_eps / norm.item()
+    after = RngState(rng.device) if rng is not None else None
+    centre = [w.detach().clone() for w in weights]
+    try:
+        with torch.no_grad():
+            torch._foreach_add_(weights, v, alpha=eps)
+        if rng is not None:
+            rng.restore()
+        g_plus = selection_grads(model, loss_fn, tr_batch, selection, counter)
+        _set(weights, centre)
+        with torch.no_grad():
+            torch._foreach_add_(weights, v, alpha=-eps)
+        if rng is not None:
+            rng.restore()
+        g_minus = selection_grads(model, loss_fn, tr_batch, selection, counter)
+    finally:
+        _set(weights, centre)
+        if after is not None:
+            after.restore()
+    return [(gp - gm) / (2 * eps) for gp, gm in zip(g_plus, g_minus)]
+
+
+def first_order(
+    model: nn.Module,
+    loss_fn: LossFn,
+    val_batch: Any,
+    selection: list[nn.Parameter],
+    counter: PassCounter,
+) -> Hypergradient:
+    """eta = 0: dL_val/dbeta = dL_val/dbeta (W, beta), the direct term only (1 pass)."""
+    return Hypergradient(selection_grads(model, loss_fn, val_batch, selection, counter))
+
+
+def darts_sgd(
+    model: nn.Module,
+    loss_fn: LossFn,
+    tr_batch: Any,
+    val_batch: Any,
+    weights: list[nn.Parameter],
+    selection: list[nn.Parameter],
+    eta: float,
+    fd_eps: float,
+    counter: PassCounter,
+) -> Hypergradient:
+    """Paper's look-ahead (eq. 4) with the DARTS finite difference (4 passes).
+
+        W_hat = W - eta * grad_W L_tr(W, beta)
+        direct, v = dL_val/dbeta (W_hat, beta), grad_W L_val(W_hat, beta)
+        dL_val/dbeta ~ direct - eta * (grad_beta L_tr(W + eps v) - grad_beta L_tr(W - eps v)) / (2 eps)
+    """
+    device = weights[0].device
+    rng = RngState(device)
+    g_tr = weight_grads(model, loss_fn, tr_batch, weights, counter)
+    centre = [w.detach().clone() for w in weights]
+    try:
+        with torch.no_grad():
+            torch._foreach_add_(weights, g_tr, alpha=-eta)  # W_hat
+        direct, v = val_gradients(model, loss_fn, val_batch, weights, selection, counter)
+    finally:
+        _set(weights, centre)
+    if eta == 0:
+        return Hypergradient(direct, lookahead_grads=g_tr)
+    mixed = mixed_term_fd(model, loss_fn, tr_batch, weights, selection, v, fd_eps, counter, rng)
+    return Hypergradient([d - eta * m for d, m in zip(direct, mixed)], lookahead_grads=g_tr)
+
+
+class _LossCall(nn.Module):
+    """``loss_fn(model, batch)`` as a module, so functional_call can substitute W_hat inside it."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        return self.loss_fn(self.model, batch)
+
+
+def require_eager_attention(model: nn.Module) -> None:
+    """The exact mode needs double backward, which fused attention kernels lack."""
+    impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    if impl is not None and impl != "eager":
+        raise UserError(
+            f"hypergrad='exact' needs double backward, which attention implementation {impl!r} lacks; "
+            "load the model with attn_implementation='eager' or use hypergrad='darts' or 'first_order'"
+        )
+
+
+def exact_sgd(
+    model: nn.Module,
+    loss_fn: LossFn,
+    tr_batch: Any,
+    val_batch: Any,
+    weights: list[nn.Parameter],
+    selection: list[nn.Parameter],
+    eta: float,
+    counter: PassCounter,
+) -> Hypergradient:
+    """Autograd through the look-ahead (3 passes: look-ahead, validation, double backward).
+
+        g = grad_W L_tr(W, beta)           (graph kept: g is a function of beta)
+        W_hat(beta) = W - eta * g
+        dL_val/dbeta = d/dbeta L_val(W_hat(beta), beta)   (total derivative, by autograd)
+    """
+    require_eager_attention(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    g = _grads(_loss(model, loss_fn, tr_batch, counter), weights, create_graph=True)
+    w_hat = {"model." + names[id(w)]: w - eta * gi for w, gi in zip(weights, g)}
+    l_val = torch.func.functional_call(_LossCall(model, loss_fn), w_hat, (val_batch,))
+    if not torch.isfinite(l_val.detach()).all():
+        raise FloatingPointError(f"the search loss became {l_val.item()}; lower lr_weights/lr_selection or eta")
+    hyper = _grads(l_val, selection)
+    counter.passes += 2  # the validation pass and the backward through the look-ahead's backward
+    return Hypergradient([h.detach() for h in hyper], lookahead_grads=[gi.detach() for gi in g])
+
+
+def darts_betty(
+    model: nn.Module,
+    loss_fn: LossFn,
+    tr_batch: Any,
+    val_batch: Any,
+    weights: list[nn.Parameter],
+    selection: list[nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    inner_step: Callable[[list[torch.Tensor]], None],
+    fd_eps: float,
+    counter: PassCounter,
+) -> Hypergradient:
+    """The authors' (Betty) look-ahead: the real optimiser step, FD centred on its result (4 passes).
+
+        W' = optimiser_step(W, grad_W L_tr(W, beta))
+        dL_val/dbeta ~ dL_val/dbeta (W', beta) - (grad_beta L_tr(W' + eps v) - grad_beta L_tr(W' - eps v)) / (2 eps)
+
+    W is left at W'; ``rollback()`` restores W and the optimiser state (saved copies of the
+    trainable weights and of their AdamW moments, not a state dict) so that the inner step can
+    be redone with the new beta, as Betty does.
+    """
+    snapshot = _OptimizerSnapshot(weights, optimizer)
+    rng = RngState(weights[0].device)
+    inner_step(weight_grads(model, loss_fn, tr_batch, weights, counter))
+    direct, v = val_gradients(model, loss_fn, val_batch, weights, selection, counter)
+    mixed = mixed_term_fd(model, loss_fn, tr_batch, weights, selection, v, fd_eps, counter, rng)
+    return Hypergradient([d - m for d, m in zip(direct, mixed)], rollback=snapshot.restore)
+
+
+class _OptimizerSnapshot:
+    """Copies of the trainable weights and their optimiser state, restorable bit-for-bit."""
+
+    def __init__(self, params: list[nn.Parameter], optimizer: torch.optim.Optimizer) -> None:
+        self.params = params
+        self.optimizer = optimizer
+        self.values = [p.detach().clone() for p in params]
+        self.state = [
+            {k: (x.clone() if torch.is_tensor(x) else x) for k, x in optimizer.state.get(p, {}).items()}
+            for p in params
+        ]
+
+    def restore(self) -> None:
+        _set(self.params, self.values)
+        for p, saved in zip(self.params, self.state):
+            # an empty dict makes AdamW lazily re-initialise, exactly as before its first step
+            self.optimizer.state[p] = {k: (x.clone() if torch.is_tensor(x) else x) for k, x in saved.items()}

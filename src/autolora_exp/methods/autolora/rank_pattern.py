@@ -1,0 +1,107 @@
+"""From searched ranks to the peft ``LoraConfig`` of the retrain, and to a reusable JSON file.
+
+peft resolves a module's rank with ``re.match(rf"(.*\\.)?({key})$", module_name)`` over the
+``rank_pattern`` keys (first match wins), and its targets with ``name == t or
+name.endswith("." + t)``. A short key such as ``layer.1.attention.self.query`` would be a
+regex in which '.' matches any character; keys here are therefore full module names passed
+through ``re.escape``: the only module matching the key of ``...layer.1...query`` is that
+module (``...layer.11...query`` does not end with it), and the retrain gets exactly the
+searched rank in every layer. Layers with rank 0 (possible with the sigmoid gate) are left out
+of ``target_modules``: they get no LoRA at all.
+
+Scaling (peft computes ``scaling = lora_alpha / r`` per layer):
+
+- ``per_layer``: every layer uses ``lora_alpha``, so its scale is lora_alpha / r_l and a
+  rank-2 layer is scaled 4x more than a rank-8 one. This is what the authors' retrain does
+  (and plain peft with a rank_pattern).
+- ``fixed``: ``alpha_pattern`` sets alpha_l = lora_alpha * r_l / k, so every layer has the
+  search layer's scale lora_alpha / k and the retrained update keeps the magnitude per rank-1
+  term that the search used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from autolora_exp.errors import UserError
+
+SCALINGS = ("per_layer", "fixed")
+
+
+def pattern_key(module_name: str) -> str:
+    """The rank_pattern/alpha_pattern key that matches exactly ``module_name`` in peft."""
+    return re.escape(module_name)
+
+
+def _check_ranks(ranks: Mapping[str, int]) -> dict[str, int]:
+    if not ranks:
+        raise UserError("no ranks given; the search found no selection layers")
+    checked = {}
+    for name, r in ranks.items():
+        if isinstance(r, bool) or not isinstance(r, int) or r < 0:
+            raise UserError(f"rank {r!r} of layer {name!r} is not valid; ranks are integers >= 0")
+        checked[str(name)] = int(r)
+    return checked
+
+
+def rank_pattern_config(
+    ranks: Mapping[str, int],
+    lora_alpha: float = 16.0,
+    scaling: str = "per_layer",
+    k: int | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments for ``peft.LoraConfig`` that reproduce ``ranks`` layer by layer.
+
+    Returns ``target_modules`` (full names of the rank > 0 layers), ``r`` (max rank; every
+    target has its own entry anyway), ``lora_alpha``, ``rank_pattern`` and ``alpha_pattern``.
+    ``k`` (the search's terms per layer) is required by ``scaling="fixed"``.
+    """
+    ranks = _check_ranks(ranks)
+    if scaling not in SCALINGS:
+        raise UserError(f"unknown scaling {scaling!r}; accepted: {', '.join(SCALINGS)}")
+    kept = {n: r for n, r in ranks.items() if r > 0}
+    if not kept:
+        raise UserError(f"every searched layer has rank 0 ({len(ranks)} layers); there is no LoRA to retrain")
+    alpha_pattern: dict[str, float] = {}
+    if scaling == "fixed":
+        if not k or k < 1:
+            raise UserError(f"scaling='fixed' needs k (the search's rank-1 terms per layer), got k={k!r}")
+        # alpha_l / r_l = lora_alpha / k for every layer
+        alpha_pattern = {pattern_key(n): float(lora_alpha) * r / k for n, r in kept.items()}
+    return {
+        "target_modules": list(kept),
+        "r": max(kept.values()),
+        "lora_alpha": lora_alpha,
+        "rank_pattern": {pattern_key(n): r for n, r in kept.items()},
+        "alpha_pattern": alpha_pattern,
+    }
+
+
+def save_rank_pattern_json(ranks: Mapping[str, int], path: str | os.PathLike) -> Path:
+    """Write {full module name: rank} as JSON (readable by :func:`load_rank_pattern_json`)."""
+    ranks = _check_ranks(ranks)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(ranks, indent=2) + "\n")
+    tmp.replace(path)  # atomic: a reader never sees half a file
+    return path
+
+
+def load_rank_pattern_json(path: str | os.PathLike) -> dict[str, int]:
+    """Read a file written by :func:`save_rank_pattern_json` (validated)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"rank pattern file {str(path)!r} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"rank pattern file {str(path)!r} is not valid JSON ({e.msg})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"rank pattern file {str(path)!r} must hold an object {{module name: rank}}")
+    return _check_ranks(data)

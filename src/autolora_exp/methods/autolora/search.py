@@ -1,0 +1,289 @@
+"""The bilevel search: alternate updates of the selection logits beta (on D_val) and W (on D_tr).
+
+One iteration, on a D_tr batch and a D_val batch (paper, section 3.3):
+
+    1. look-ahead   W_hat = W - eta * grad_W L_tr(W, beta)                       (eq. 4)
+    2. outer step   beta <- AdamW(beta, dL_val(W_hat(beta), beta)/dbeta, lr_selection)   (eq. 5)
+    3. inner step   W <- AdamW(W, grad_W L_tr(W, beta_new), lr_weights)  (clipped to grad_clip)
+
+Step 2's hypergradient comes from :mod:`~autolora_exp.methods.autolora.hypergrad` (``darts``,
+``exact`` or ``first_order``; look-ahead ``sgd`` or ``betty``). With
+``reuse_lookahead_grad=True`` step 3 uses step 1's gradient (same batch, same W; only beta has
+moved by one small step), saving one pass. D_val batches cycle when D_val is shorter.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from autolora_exp.errors import UserError
+from autolora_exp.methods.autolora import hypergrad as hg
+from autolora_exp.methods.autolora.gates import check_gate, check_selection_init
+from autolora_exp.methods.autolora.layer import alphas, selection_layers, selection_parameters, weight_parameters
+from autolora_exp.methods.autolora.threshold import threshold_ranks
+
+
+def default_loss_fn(model: nn.Module, batch: Any) -> torch.Tensor:
+    """A Hugging Face model that computes its own loss from ``labels`` in the batch."""
+    return model(**batch).loss
+
+
+@dataclass
+class SearchConfig:
+    """Settings of the search; defaults are the paper's (section 4) where it states them."""
+
+    #: rank-1 terms per layer (must match the injected layers)
+    k: int = 8
+    #: "softmax" (paper), "none" (w/o constraint), "sigmoid"
+    gate: str = "softmax"
+    #: "darts" (finite difference), "exact" (second order), "first_order" (eta = 0)
+    hypergrad: str = "darts"
+    #: "sgd" (paper, eq. 4) or "betty" (the authors' code: the real AdamW step is the look-ahead)
+    lookahead: str = "sgd"
+    #: look-ahead step size; None -> lr_weights (sgd look-ahead only)
+    eta: float | None = None
+    lr_weights: float = 1e-4
+    lr_selection: float = 1e-3
+    weight_decay_weights: float = 0.0
+    weight_decay_selection: float = 0.0
+    #: AdamW betas for beta (the authors' code used (0.5, 0.999))
+    selection_betas: tuple[float, float] = (0.9, 0.999)
+    epochs: int = 1
+    max_steps: int | None = None
+    log_every: int = 50
+    #: finite-difference radius: eps = fd_eps / ||v||
+    fd_eps: float = 0.01
+    reuse_lookahead_grad: bool = False
+    #: start value of every beta; None keeps the layers' init (the gate's default: 0 for softmax)
+    selection_init: float | None = None
+    #: max global norm of grad_W in the inner step; None or 0 disables clipping
+    grad_clip: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        check_gate(self.gate)
+        if self.hypergrad not in hg.HYPERGRAD_MODES:
+            raise UserError(f"unknown hypergrad {self.hypergrad!r}; accepted: {', '.join(hg.HYPERGRAD_MODES)}")
+        if self.lookahead not in hg.LOOKAHEADS:
+            raise UserError(f"unknown lookahead {self.lookahead!r}; accepted: {', '.join(hg.LOOKAHEADS)}")
+        if self.lookahead == "betty" and self.hypergrad != "darts":
+            raise UserError(f"lookahead='betty' works with hypergrad='darts' only (got {self.hypergrad!r})")
+        if self.k < 1:
+            raise UserError(f"k={self.k} is not valid; use an integer >= 1")
+        if self.eta is not None and self.eta < 0:
+            raise UserError(f"eta={self.eta} is not valid; use a step size >= 0 (0 = first order) or null")
+        if self.fd_eps <= 0:
+            raise UserError(f"fd_eps={self.fd_eps} is not valid; use a positive radius such as 0.01")
+        if self.log_every < 1:
+            raise UserError(f"log_every={self.log_every} is not valid; use an integer >= 1")
+        if self.epochs < 1 and not self.max_steps:
+            raise UserError(f"epochs={self.epochs} is not valid; use an integer >= 1")
+        if self.selection_init is not None:
+            check_selection_init(self.gate, self.selection_init)
+        self.selection_betas = tuple(self.selection_betas)
+
+    @property
+    def look_ahead_eta(self) -> float:
+        """eta of eq. 4: 0 for first_order, else ``eta`` or, when unset, the weights' learning rate."""
+        if self.hypergrad == "first_order":
+            return 0.0
+        return self.lr_weights if self.eta is None else self.eta
+
+
+@dataclass
+class SearchResult:
+    #: final alpha = gate(beta) per layer
+    alphas: dict[str, list[float]]
+    #: thresholded rank per layer
+    ranks: dict[str, int]
+    steps: int
+    #: forward+backward passes per iteration (see hypergrad's docstring for the counting)
+    passes_per_iteration: int
+    #: [{"step": s, "alphas": {layer: [alpha_j]}}] at step 0, every log_every steps and at the end
+    history: list[dict[str, Any]] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    #: final beta per layer
+    selection_logits: dict[str, list[float]] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mean_rank(self) -> float:
+        return sum(self.ranks.values()) / max(len(self.ranks), 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"mean_rank": self.mean_rank}
+
+
+class BilevelSearch:
+    """One search iteration at a time (:meth:`step`); :func:`search` loops it over the loaders."""
+
+    def __init__(self, model: nn.Module, config: SearchConfig, loss_fn: hg.LossFn = default_loss_fn) -> None:
+        layers = selection_layers(model)
+        if not layers:
+            raise UserError("the model has no selection LoRA layers; call inject_selection_lora(model, ...) first")
+        for name, layer in layers.items():
+            if layer.k != config.k or layer.gate != config.gate:
+                raise UserError(
+                    f"layer {name!r} has k={layer.k}, gate={layer.gate!r} but the search config says "
+                    f"k={config.k}, gate={config.gate!r}; inject and search with the same values"
+                )
+        self.model, self.config, self.loss_fn = model, config, loss_fn
+        self.selection = selection_parameters(model)
+        self.weights = weight_parameters(model)
+        if not self.weights:
+            raise UserError("the model has no trainable weights besides the selection logits")
+        self.w_opt = torch.optim.AdamW(self.weights, lr=config.lr_weights, weight_decay=config.weight_decay_weights)
+        self.s_opt = torch.optim.AdamW(
+            self.selection,
+            lr=config.lr_selection,
+            weight_decay=config.weight_decay_selection,
+            betas=config.selection_betas,
+        )
+        if config.hypergrad == "exact":
+            hg.require_eager_attention(model)
+
+    def step(self, tr_batch: Any, val_batch: Any) -> int:
+        """One iteration (look-ahead, outer step on beta, inner step on W); returns its passes."""
+        cfg, counter = self.config, hg.PassCounter()
+        args = (self.model, self.loss_fn, tr_batch, val_batch, self.weights, self.selection)
+        if cfg.lookahead == "betty":
+            h = hg.darts_betty(*args, self.w_opt, self._inner_update, cfg.fd_eps, counter)
+            self._outer_update(h.selection_grads)
+            if not cfg.reuse_lookahead_grad:
+                # Betty redoes the inner step from the pre-look-ahead state with the new beta
+                h.rollback()
+                self._inner_update(hg.weight_grads(self.model, self.loss_fn, tr_batch, self.weights, counter))
+            return counter.passes
+
+        if cfg.hypergrad == "first_order":
+            h = hg.first_order(self.model, self.loss_fn, val_batch, self.selection, counter)
+        elif cfg.hypergrad == "exact":
+            h = hg.exact_sgd(*args, cfg.look_ahead_eta, counter)
+        else:
+            h = hg.darts_sgd(*args, cfg.look_ahead_eta, cfg.fd_eps, counter)
+        self._outer_update(h.selection_grads)
+        if cfg.reuse_lookahead_grad and h.lookahead_grads is not None:
+            grads = h.lookahead_grads
+        else:
+            grads = hg.weight_grads(self.model, self.loss_fn, tr_batch, self.weights, counter)
+        self._inner_update(grads)
+        return counter.passes
+
+    def _outer_update(self, grads: list[torch.Tensor]) -> None:
+        """beta <- AdamW step on the hypergradient (eq. 5)."""
+        for p, g in zip(self.selection, grads):
+            p.grad = g.detach()
+        self.s_opt.step()
+        self.s_opt.zero_grad(set_to_none=True)
+
+    def _inner_update(self, grads: list[torch.Tensor]) -> None:
+        """W <- AdamW step on grad_W L_tr, clipped to ``grad_clip`` in global norm."""
+        for p, g in zip(self.weights, grads):
+            p.grad = g.detach()
+        if self.config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.weights, self.config.grad_clip)
+        self.w_opt.step()
+        self.w_opt.zero_grad(set_to_none=True)
+
+
+def search(
+    model: nn.Module,
+    d_tr_loader: Iterable[Any],
+    d_val_loader: Iterable[Any],
+    config: SearchConfig | None = None,
+    loss_fn: hg.LossFn = default_loss_fn,
+    on_log: Callable[[int, dict[str, list[float]]], None] | None = None,
+    progress: bool = True,
+) -> SearchResult:
+    """Run the bilevel search on a model prepared by ``inject_selection_lora``.
+
+    W learns only from ``d_tr_loader`` batches, beta only from the hypergradient on
+    ``d_val_loader`` batches. Runs ``epochs`` passes over D_tr (or ``max_steps`` iterations if
+    fewer). Batches (dicts of tensors) are moved to the model's device.
+    """
+    config = config or SearchConfig()
+    engine = BilevelSearch(model, config, loss_fn)
+    if config.selection_init is not None:
+        for layer in selection_layers(model).values():
+            layer.reset_selection(config.selection_init)
+    total = _planned_steps(d_tr_loader, config)
+    device = engine.weights[0].device
+    history: list[dict[str, Any]] = []
+
+    def log(step: int) -> None:
+        snapshot = alphas(model)
+        history.append({"step": step, "alphas": snapshot})
+        if on_log is not None:
+            on_log(step, snapshot)
+
+    was_training = model.training
+    model.train()
+    log(0)
+    val_batches = _cycle(d_val_loader)
+    step, passes, start = 0, 0, time.perf_counter()
+    with tqdm(total=total, desc="autolora search", disable=not progress, dynamic_ncols=True) as bar:
+        while step < total:
+            for tr_batch in d_tr_loader:
+                if step >= total:
+                    break
+                passes = engine.step(_to_device(tr_batch, device), _to_device(next(val_batches), device))
+                step += 1
+                bar.update(1)
+                if step % config.log_every == 0 or step == total:
+                    log(step)
+                    ranks = threshold_ranks(history[-1]["alphas"], config.gate)
+                    bar.set_postfix(mean_rank=f"{sum(ranks.values()) / len(ranks):.2f}")
+    wall = time.perf_counter() - start
+    model.train(was_training)
+
+    final = alphas(model)
+    return SearchResult(
+        alphas=final,
+        ranks=threshold_ranks(final, config.gate),
+        steps=step,
+        passes_per_iteration=passes,
+        history=history,
+        wall_time_s=wall,
+        selection_logits={n: m.selection_logits.detach().double().tolist() for n, m in selection_layers(model).items()},
+        config=asdict(config),
+    )
+
+
+def _planned_steps(d_tr_loader: Iterable[Any], config: SearchConfig) -> int:
+    try:
+        n = len(d_tr_loader)  # type: ignore[arg-type]
+    except TypeError:
+        if not config.max_steps:
+            raise UserError("the D_tr loader has no length; set max_steps for the search") from None
+        return config.max_steps
+    if n == 0:
+        raise UserError("the D_tr loader is empty; the search needs at least one training batch")
+    total = n * config.epochs
+    return min(total, config.max_steps) if config.max_steps else total
+
+
+def _cycle(loader: Iterable[Any]) -> Iterator[Any]:
+    """D_val batches forever: restart the loader when it runs out (D_val may be shorter)."""
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise UserError("the D_val loader is empty; the search needs at least one validation batch")
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, Mapping):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch

@@ -1,0 +1,156 @@
+"""The bilevel search loop on a tiny RoBERTa: data roles, pass counts, Betty's rollback, seeds."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from autolora_exp.errors import UserError
+from autolora_exp.methods.autolora import (
+    BilevelSearch,
+    SearchConfig,
+    default_loss_fn,
+    inject_selection_lora,
+    search,
+    selection_parameters,
+    weight_parameters,
+)
+
+from autolora_tiny import batches, randomise_lora, tiny_roberta
+
+
+def _prepared(seed=0, dropout=0.0, k=4, gate="softmax"):
+    model = tiny_roberta(layers=2, dropout=dropout, seed=seed)
+    layers = inject_selection_lora(model, ["query", "value"], k=k, gate=gate, trainable_extra=["classifier"])
+    return model, layers
+
+
+class Recorder:
+    """A loss_fn that records which batch (by tag) every pass evaluates."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+
+    def __call__(self, model, batch):
+        self.calls.append(batch["tag"])
+        return model(**{k: v for k, v in batch.items() if k != "tag"}).loss
+
+
+@pytest.mark.parametrize(
+    "hypergrad, lookahead, reuse, passes, calls",
+    [
+        ("darts", "sgd", False, 5, 5),
+        ("darts", "sgd", True, 4, 4),
+        ("first_order", "sgd", False, 2, 2),
+        ("exact", "sgd", False, 4, 3),  # the backward through the look-ahead's backward has no forward
+        ("darts", "betty", False, 5, 5),
+        ("darts", "betty", True, 4, 4),
+    ],
+)
+def test_search_draws_only_from_its_loaders_in_the_right_roles(hypergrad, lookahead, reuse, passes, calls):
+    model, _ = _prepared()
+    d_tr, d_val = batches(5, seed=1, tag="tr"), batches(2, seed=2, tag="val")  # D_val shorter: cycles
+    loss = Recorder()
+    cfg = SearchConfig(k=4, hypergrad=hypergrad, lookahead=lookahead, reuse_lookahead_grad=reuse, log_every=2)
+    result = search(model, d_tr, d_val, cfg, loss_fn=loss, progress=False)
+
+    assert result.steps == 5 and result.passes_per_iteration == passes
+    assert len(loss.calls) == 5 * calls
+    assert set(loss.calls) <= {b["tag"] for b in d_tr + d_val}
+    val_cycle = ["val0", "val1", "val0", "val1", "val0"]
+    for i in range(5):
+        it = loss.calls[i * calls : (i + 1) * calls]
+        # one validation pass per iteration, on the next D_val batch; every other pass on this D_tr batch
+        assert [c for c in it if c.startswith("val")] == [val_cycle[i]]
+        assert {c for c in it if c.startswith("tr")} == {f"tr{i}"}
+
+
+def test_search_moves_beta_logs_and_reports():
+    model, layers = _prepared()
+    logged = []
+    cfg = SearchConfig(k=4, lr_selection=0.05, log_every=3, epochs=2)
+    result = search(model, batches(4, 1), batches(4, 2), cfg, on_log=lambda s, a: logged.append((s, a)), progress=False)
+    assert result.steps == 8
+    assert [s for s, _ in logged] == [0, 3, 6, 8] == [h["step"] for h in result.history]
+    assert logged[0][1]["roberta.encoder.layer.0.attention.self.query"] == pytest.approx([0.25] * 4)
+    assert set(result.alphas) == set(layers) == set(result.ranks)
+    for name, layer in layers.items():
+        assert not torch.allclose(layer.selection_logits, torch.zeros(4))  # moved from the init
+        assert sum(result.alphas[name]) == pytest.approx(1.0)
+        assert 1 <= result.ranks[name] <= 4
+    assert result.wall_time_s > 0 and result.to_dict()["mean_rank"] == result.mean_rank
+
+
+def test_same_seed_gives_the_same_search_twice():
+    def run():
+        model, _ = _prepared(seed=5, dropout=0.1)
+        torch.manual_seed(11)
+        cfg = SearchConfig(k=4, lr_selection=0.05, lr_weights=1e-2, max_steps=6, log_every=10)
+        return search(model, batches(8, 1), batches(3, 2), cfg, progress=False)
+
+    a, b = run(), run()
+    assert a.selection_logits == b.selection_logits and a.ranks == b.ranks
+
+
+def test_max_steps_and_selection_init_override():
+    model, layers = _prepared()
+    cfg = SearchConfig(k=4, max_steps=2, selection_init=0.7, lr_selection=1e-6)
+    result = search(model, batches(5, 1), batches(1, 2), cfg, progress=False)
+    assert result.steps == 2
+    assert result.history[0]["alphas"]  # logged after the reset: uniform softmax of 0.7s
+    assert torch.allclose(layers["roberta.encoder.layer.1.attention.self.value"].selection_logits, torch.full((4,), 0.7), atol=1e-4)
+
+
+def test_betty_rollback_redoes_the_inner_step_from_the_saved_state():
+    """After a Betty iteration, W and the optimiser state equal one fresh inner step from the
+    pre-iteration state with the new beta: the look-ahead step left no trace."""
+    model, layers = _prepared()
+    randomise_lora(layers)
+    twin = copy.deepcopy(model)
+    (tr,) = batches(1, 1)
+    (val,) = batches(1, 2)
+    cfg = SearchConfig(k=4, lookahead="betty", lr_weights=1e-2, lr_selection=0.05)
+    BilevelSearch(model, cfg).step(tr, val)
+
+    ref = BilevelSearch(twin, cfg)
+    with torch.no_grad():
+        for b_twin, b in zip(selection_parameters(twin), selection_parameters(model)):
+            b_twin.copy_(b)
+    loss = default_loss_fn(twin, tr)
+    ref._inner_update(list(torch.autograd.grad(loss, ref.weights)))
+    for w, w_ref in zip(weight_parameters(model), ref.weights):
+        assert torch.allclose(w, w_ref, atol=1e-7, rtol=0)
+
+
+def test_config_and_model_mismatches_are_user_errors():
+    with pytest.raises(UserError, match="darts, exact, first_order"):
+        SearchConfig(hypergrad="second")
+    with pytest.raises(UserError, match="sgd, betty"):
+        SearchConfig(lookahead="adam")
+    with pytest.raises(UserError, match="betty"):
+        SearchConfig(lookahead="betty", hypergrad="exact")
+    with pytest.raises(UserError, match="no gradient"):
+        SearchConfig(gate="none", selection_init=0.0)
+    model, _ = _prepared(k=4)
+    with pytest.raises(UserError, match="k=4"):
+        search(model, batches(1, 1), batches(1, 2), SearchConfig(k=8), progress=False)
+    with pytest.raises(UserError, match="inject_selection_lora"):
+        search(tiny_roberta(layers=1), batches(1, 1), batches(1, 2), SearchConfig(k=4), progress=False)
+    with pytest.raises(UserError, match="D_val loader is empty"):
+        search(model, batches(1, 1), [], SearchConfig(k=4), progress=False)
+    sdpa = tiny_roberta(layers=1, attn="sdpa")
+    inject_selection_lora(sdpa, ["query"], k=4)
+    with pytest.raises(UserError, match="eager"):
+        search(sdpa, batches(1, 1), batches(1, 2), SearchConfig(k=4, hypergrad="exact"), progress=False)
+
+
+@pytest.mark.parametrize("gate", ["none", "sigmoid"])
+def test_ablation_gates_search_and_threshold(gate):
+    model, layers = _prepared(gate=gate)
+    result = search(model, batches(3, 1), batches(3, 2), SearchConfig(k=4, gate=gate, lr_selection=0.05), progress=False)
+    for name, alpha in result.alphas.items():
+        expected = layers[name].selection_logits.detach() if gate == "none" else torch.sigmoid(layers[name].selection_logits.detach())
+        assert alpha == pytest.approx(expected.tolist())
+        assert 0 <= result.ranks[name] <= 4
