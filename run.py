@@ -23,12 +23,21 @@ log = logging.getLogger("autolora_exp")
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     from autolora_exp.pipeline import run
+    from autolora_exp.preemption import Preempted, StopSignal
+    from autolora_exp.train import NonFiniteLossError
 
-    try:
-        result = run(cfg)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    with StopSignal() as stop:
+        try:
+            result = run(cfg, stop)
+        except Preempted as err:
+            print(f"stopped: {err}", file=sys.stderr, flush=True)
+            result = None
+        except (UserError, NonFiniteLossError) as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2 if isinstance(err, UserError) else 1)
+    if result is None:
+        stop.finish()  # hands the signal on (submitit requeues the job) or exits 128 + signal
+        return None
     first = next(iter(result["metrics"]["final"].values()))
     return first.get(result["metrics"]["primary"])
 

@@ -14,8 +14,11 @@
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import resource
+import shutil
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,15 +29,21 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from autolora_exp import results
+from autolora_exp.checkpoint import Checkpointer
 from autolora_exp.data.split import ids_hash, split_half
 from autolora_exp.errors import UserError
 from autolora_exp.kinds import TaskKind, make_kind
 from autolora_exp.models import count_parameters, load_backbone, load_tokenizer
+from autolora_exp.preemption import Preempted, StopSignal
 from autolora_exp.seeding import seed_everything
 from autolora_exp.tracking import Tracker
 from autolora_exp.train import fit
 
 log = logging.getLogger(__name__)
+
+#: checkpoints of the phases live in <run folder>/checkpoints/{search,train}.pt
+CHECKPOINT_DIR = "checkpoints"
+
 
 def resolve_device(spec: str) -> torch.device:
     if spec == "auto":
@@ -52,10 +61,13 @@ class PhaseTimer:
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.phases: dict[str, dict[str, Any]] = {}
+        #: the phase running now (named in failed.json when it fails)
+        self.current: str | None = None
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[dict[str, Any]]:
         record: dict[str, Any] = {}
+        self.current = name
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         start = time.perf_counter()
@@ -127,7 +139,7 @@ def split_for_search(train: Any, seed: int) -> tuple[Any, Any]:
 
 
 def search_phase(cfg: DictConfig, method: Any, train: Any, kind: TaskKind, loader_for: Any, tracker: Tracker,
-                 output_dir: Path) -> dict[str, Any]:
+                 output_dir: Path, checkpointer: Checkpointer, stop: StopSignal) -> dict[str, Any]:
     """Split, search and threshold; writes the alphas, ``rank_pattern.json`` and the rank heatmap."""
     from autolora_exp.methods.autolora import save_rank_pattern_json
     from autolora_exp.plots import rank_heatmap
@@ -142,7 +154,7 @@ def search_phase(cfg: DictConfig, method: Any, train: Any, kind: TaskKind, loade
 
     outcome = method.search_ranks(model.to(device), list(cfg.model.target_modules), list(cfg.model.head_modules),
                                   loader_for(d_tr, True), loader_for(d_val, True), on_log=log_alphas,
-                                  progress=cfg.train.progress)
+                                  progress=cfg.train.progress, checkpointer=checkpointer, stop=stop)
     save_rank_pattern_json(outcome.ranks, output_dir / "rank_pattern.json")
     heatmap = rank_heatmap(outcome.ranks, output_dir / "rank_heatmap.png",
                            title=f"{cfg.task.name} | {cfg.model.name} | {method.name}")
@@ -159,18 +171,51 @@ def search_phase(cfg: DictConfig, method: Any, train: Any, kind: TaskKind, loade
     }
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """The whole pipeline for one composed config; returns the result written to result.json."""
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+#: seed offsets of the phases: each phase starts from its own seed, so a run resumed at the
+#: retrain (search already done) initialises exactly as an uninterrupted one
+PHASE_SEEDS = {"search": 1, "train": 2}
+
+
+def run(cfg: DictConfig, stop: StopSignal | None = None) -> dict[str, Any]:
+    """The whole pipeline for one composed config; returns the result written to result.json.
+
+    Skips the run when its folder already holds a result.json of the same config (hash), and
+    resumes from the phase checkpoints when an earlier attempt was stopped. A failure writes
+    failed.json (error and phase) and re-raises.
+    """
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    digest = results.config_hash(config)
+    finished = results.finished_result(output_dir, digest)
+    if finished is not None:
+        print(f"already finished (same config): {output_dir / results.RESULT_FILE}", flush=True)
+        return finished
+    timer = PhaseTimer(resolve_device(cfg.device))
+    try:
+        result = _run(cfg, config, digest, output_dir, timer, stop or StopSignal())
+    except Preempted:
+        raise
+    except BaseException as err:
+        results.write_failure(output_dir, timer.current or "setup", err, config, digest)
+        raise
+    (output_dir / results.FAILED_FILE).unlink(missing_ok=True)
+    if not cfg.train.keep_checkpoints:
+        shutil.rmtree(output_dir / CHECKPOINT_DIR, ignore_errors=True)
+    return result
+
+
+def _run(cfg: DictConfig, config: dict[str, Any], digest: str, output_dir: Path, timer: "PhaseTimer",
+         stop: StopSignal) -> dict[str, Any]:
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
     task_cfg, model_cfg = cfg.task, cfg.model
     method = instantiate(cfg.method)
-    timer = PhaseTimer(device)
-    config = OmegaConf.to_container(cfg, resolve=True)
     run_name = f"{task_cfg.name}/{model_cfg.name}/{method.name}/seed{cfg.seed}"
     tracker = Tracker(cfg.logger, config, run_name, str(output_dir))
+
+    def checkpointer(phase: str) -> Checkpointer:
+        return Checkpointer(output_dir / CHECKPOINT_DIR, phase, cfg.train.checkpoint_every, digest)
 
     with timer("data"):
         data = load_task_data(task_cfg, cfg.seed)
@@ -192,18 +237,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     search = None
     if getattr(method, "searches_ranks", False):
         with timer("search") as record:
-            search = search_phase(cfg, method, encoded["train"], kind, loader_for, tracker, output_dir)
+            seed_everything(cfg.seed + PHASE_SEEDS["search"])
+            search = search_phase(cfg, method, encoded["train"], kind, loader_for, tracker, output_dir,
+                                  checkpointer("search"), stop)
             record.update(steps=search["steps"], passes_per_iteration=search["passes_per_iteration"])
         method = method.retrain_method(search["ranks"])
 
     with timer("train") as record:
+        seed_everything(cfg.seed + PHASE_SEEDS["train"])
         model = load_backbone(model_cfg, tokenizer, kind.auto_class, kind.head_kwargs())
         model = method.prepare(model, list(model_cfg.target_modules), list(model_cfg.head_modules)).to(device)
         params = count_parameters(model)
         trained = fit(model, method, loader_for(encoded["train"], True), evaluate, cfg.train, method.lr,
                       task_cfg.primary_metric, device, greater_is_better=kind.greater_is_better,
-                      on_epoch=lambda r: tracker.log(_flatten(r), step=r["step"]))
-        record["steps"] = trained.steps
+                      on_epoch=lambda r: tracker.log(_flatten(r), step=r["step"]),
+                      checkpointer=checkpointer("train"), stop=stop)
+        record.update(steps=trained.steps, resumed_from_step=trained.resumed_from)
 
     test = None
     if task_cfg.test_split:
@@ -219,6 +268,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "model": model_cfg.name,
         "method": method.name,
         "seed": cfg.seed,
+        "config_hash": digest,
         "config": config,
         "metrics": {
             "primary": task_cfg.primary_metric,
@@ -236,11 +286,24 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "env": results.environment(str(device)),
         "created": results.now(),
     }
-    path = results.write_result(output_dir, result)
+    with timer("write"):
+        path = write_result_or_report(output_dir, result)
     tracker.summary({"final/" + k: v for k, v in _flatten(result["metrics"]["final"]).items()})
     tracker.finish()
     print_summary(result, path)
     return result
+
+
+def write_result_or_report(output_dir: Path, result: dict[str, Any]) -> Path:
+    """Write result.json; if the disk refuses, print the metrics so nothing computed is lost."""
+    try:
+        return results.write_result(output_dir, result)
+    except OSError as err:
+        print(json.dumps({"metrics": result["metrics"], "params": result["params"], "ranks": result["ranks"]},
+                         default=str), file=sys.stderr, flush=True)
+        raise UserError(f"could not write {output_dir / results.RESULT_FILE} ({err.strerror or err}); the metrics "
+                        "are printed above and the checkpoints are kept: free space and run the same command "
+                        "again (it resumes from the checkpoints)") from err
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:

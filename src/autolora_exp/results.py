@@ -4,6 +4,7 @@ Schema (``schema_version`` 1)::
 
     status        "completed"
     name, task, model, method, seed
+    config_hash   sha256 of the resolved config (see :func:`config_hash`)
     config        the resolved Hydra config
     metrics       {"primary": name, "final": {split: {...}}, "best": {split: {...}},
                    "best_epoch": int, "per_epoch": [{"epoch", "step", "train_loss", "eval"}],
@@ -96,6 +97,62 @@ def environment(device: str) -> dict[str, Any]:
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+#: config keys that do not change a run's numbers (left out of its hash)
+UNHASHED_KEYS = (("output_dir",), ("logger",), ("train", "progress"), ("train", "checkpoint_every"),
+                 ("train", "keep_checkpoints"))
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """sha256 of the resolved config without the keys that do not change the numbers.
+
+    Two runs with the same hash compute the same thing: a finished run is skipped, and a
+    checkpoint only resumes a run with the same hash.
+    """
+    import copy
+    import hashlib
+
+    config = copy.deepcopy(config)
+    for path in UNHASHED_KEYS:
+        node = config
+        for key in path[:-1]:
+            node = node.get(key, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def finished_result(output_dir: str | Path, digest: str) -> dict[str, Any] | None:
+    """The result.json in ``output_dir`` when it was written by a config with hash ``digest``."""
+    path = Path(output_dir) / RESULT_FILE
+    if not path.exists():
+        return None
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return result if result.get("config_hash") == digest and result.get("status") == "completed" else None
+
+
+def write_failure(output_dir: str | Path, phase: str, error: BaseException, config: dict[str, Any],
+                  digest: str) -> Path | None:
+    """failed.json: the error and the phase it happened in, for sweeps and ``make tables``.
+
+    Never raises: a failure to record a failure (disk full) must not hide the original error.
+    """
+    import traceback
+
+    record = {"schema_version": SCHEMA_VERSION, "status": "failed", "phase": phase,
+              "error": f"{type(error).__name__}: {error}",
+              "traceback": "".join(traceback.format_exception(error))[-8000:],
+              "task": config.get("task", {}).get("name"), "model": config.get("model", {}).get("name"),
+              "method": config.get("method", {}).get("name"), "seed": config.get("seed"),
+              "name": config.get("name"), "config_hash": digest, "config": config, "created": now()}
+    try:
+        return atomic_write_json(Path(output_dir) / FAILED_FILE, record)
+    except OSError:
+        return None
 
 
 REQUIRED_KEYS = ("schema_version", "status", "task", "model", "method", "seed", "config", "metrics",

@@ -37,6 +37,24 @@ class ModelConfig:
 
 
 @dataclass
+class DecodingConfig:
+    """Decoding of the generation tasks (E2E, WebNLG): microsoft/LoRA's GPT-2 beam search."""
+
+    num_beams: int = 10
+    length_penalty: float = 0.8
+    no_repeat_ngram_size: int = 4
+    max_new_tokens: int = 64
+    #: cut each hypothesis at its first blank line (the recipe stops at GPT-2's "\n\n" token);
+    #: it is always cut at the end-of-text token
+    stop_at_blank_line: bool = True
+    #: inputs per ``generate`` call
+    batch_size: int = 16
+    #: inputs decoded on the per-epoch eval splits (``None`` = all); the test split is always
+    #: decoded whole. Per-epoch decoding only selects the best epoch: a cap keeps it cheap.
+    max_eval_inputs: Optional[int] = None
+
+
+@dataclass
 class TaskConfig:
     """A task: where its data comes from, how it is encoded, and how it is scored."""
 
@@ -63,6 +81,8 @@ class TaskConfig:
     #: seeded subsample sizes (``None`` = the whole split)
     max_train_samples: Optional[int] = None
     max_eval_samples: Optional[int] = None
+    #: decoding settings (``kind: generation`` only)
+    generation: DecodingConfig = field(default_factory=DecodingConfig)
 
 
 @dataclass
@@ -79,6 +99,10 @@ class TrainConfig:
     max_steps: Optional[int] = None
     num_workers: int = 0
     progress: bool = True
+    #: save a checkpoint every N steps (search and retrain); 0 = only after each epoch and phase
+    checkpoint_every: int = 200
+    #: keep the checkpoints once result.json is written (they are deleted by default)
+    keep_checkpoints: bool = False
 
 
 @dataclass
@@ -174,6 +198,17 @@ class AutoLoRAConfig(MethodConfig):
 
 
 @dataclass
+class PathsConfig:
+    """Folders the configs refer to."""
+
+    #: local copies of the paper's benchmark data in their official layouts (``<root>/glue``,
+    #: ``<root>/e2e``, ``<root>/jnlpba``, ...): the mini experiments read their data here.
+    #: ``AUTOLORA_SHARED_DATA`` overrides it; a relative path is relative to the directory
+    #: run.py is launched from (the repository root: ``../shared/data`` lies beside it).
+    shared_data: str = "${oc.env:AUTOLORA_SHARED_DATA,../shared/data}"
+
+
+@dataclass
 class Config:
     """The whole run."""
 
@@ -182,6 +217,7 @@ class Config:
     method: Any = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
     #: experiment name: groups runs in W&B and in ``outputs/runs``
     name: str = "default"
     seed: int = 0

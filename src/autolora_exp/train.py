@@ -1,22 +1,30 @@
 """The training loop shared by every method (and by AutoLoRA's retrain).
 
-AdamW (no weight decay on biases and LayerNorm weights), a linear schedule with warm-up,
+AdamW (no weight decay on biases and normalisation weights), a linear schedule with warm-up,
 gradient clipping, evaluation after every epoch. Methods hook in through
 :class:`~autolora_exp.methods.base.Method` (AdaLoRA's allocator, its orthogonality penalty).
+
+With a :class:`~autolora_exp.checkpoint.Checkpointer` the loop saves every N steps, after every
+epoch and at the end, and a new call with the same checkpointer resumes exactly where the last
+checkpoint left off (same weights, optimiser, schedule, RNG and data order). A NaN/inf loss stops
+the run with the step named; the last good checkpoint stays on disk.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from autolora_exp.checkpoint import Checkpointer, load_trainable_state, rng_state, set_rng_state, trainable_state
 from autolora_exp.methods.base import Method
+from autolora_exp.preemption import StopSignal
 
 
 class NonFiniteLossError(RuntimeError):
@@ -28,8 +36,11 @@ class TrainResult:
     #: one entry per epoch: {"epoch", "step", "train_loss", "eval": {split: metrics}}
     epochs: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int | None = None
+    best_value: float | None = None
     steps: int = 0
     wall_s: float = 0.0
+    #: the step this call resumed from (0 = a fresh start)
+    resumed_from: int = 0
 
 
 def move_to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -51,6 +62,21 @@ def planned_steps(n_batches: int, epochs: int, max_steps: int | None) -> int:
     return min(total, max_steps) if max_steps else total
 
 
+def epoch_batches(loader: Any, epoch: int, skip: int = 0) -> Iterator[Any]:
+    """The batches of ``epoch`` (1-based), shuffled by a generator seeded with (seed, epoch),
+    so any epoch's order is reproducible on its own; ``skip`` drops the first batches (resume)."""
+    generator = getattr(loader, "generator", None)
+    if generator is not None and hasattr(loader, "base_seed"):
+        generator.manual_seed(loader.base_seed * 100_003 + epoch)
+    return itertools.islice(iter(loader), skip, None)
+
+
+def check_finite(loss: torch.Tensor, phase: str, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(f"{phase}: loss is {loss.item()} at step {step}; the last good checkpoint "
+                                 "is kept (lower the learning rate or check the data)")
+
+
 def fit(
     model: nn.Module,
     method: Method,
@@ -63,6 +89,8 @@ def fit(
     greater_is_better: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     phase: str = "train",
+    checkpointer: Checkpointer | None = None,
+    stop: StopSignal | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``train_cfg.epochs`` epochs (or ``max_steps``), evaluating each epoch.
 
@@ -70,28 +98,49 @@ def fit(
     """
     from transformers import get_linear_schedule_with_warmup
 
+    n_batches = max(len(train_loader), 1)
     total = planned_steps(len(train_loader), train_cfg.epochs, train_cfg.max_steps)
     optimizer = torch.optim.AdamW(param_groups(model, train_cfg.weight_decay), lr=lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(train_cfg.warmup_ratio * total), total)
     method.on_train_begin(model, total)
     trainable = [p for p in model.parameters() if p.requires_grad]
 
-    result = TrainResult()
-    best = None
-    start = time.perf_counter()
-    bar = tqdm(total=total, desc=phase, disable=not train_cfg.progress, dynamic_ncols=True)
-    step = 0
-    epochs = math.ceil(total / max(len(train_loader), 1))
-    for epoch in range(1, epochs + 1):
+    result, step, loss_sum, n = TrainResult(), 0, 0.0, 0
+    state = checkpointer.load() if checkpointer else None
+    if state is not None:
+        load_trainable_state(model, state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        method.load_state_dict(model, state["method"])
+        result = TrainResult(**state["result"])
+        step, loss_sum, n = state["step"], state["loss_sum"], state["n"]
+        result.resumed_from = step
+        set_rng_state(state["rng"])
+        if state.get("done"):
+            return result
+
+    def save(done: bool = False) -> None:
+        if checkpointer is not None:
+            checkpointer.save({"model": trainable_state(model), "optimizer": optimizer.state_dict(),
+                               "scheduler": scheduler.state_dict(), "method": method.state_dict(model),
+                               "result": asdict(result), "step": step, "loss_sum": loss_sum, "n": n,
+                               "rng": rng_state(), "done": done})
+
+    start = time.perf_counter() - result.wall_s
+    bar = tqdm(total=total, initial=step, desc=phase, disable=not train_cfg.progress, dynamic_ncols=True)
+    epochs = math.ceil(total / n_batches)
+    first_epoch = len(result.epochs) + 1
+    for epoch in range(first_epoch, epochs + 1):
         model.train()
-        loss_sum, n = 0.0, 0
-        for batch in train_loader:
+        done_in_epoch = step - (epoch - 1) * n_batches
+        if done_in_epoch == 0:
+            loss_sum, n = 0.0, 0
+        for batch in epoch_batches(train_loader, epoch, skip=done_in_epoch):
             if step >= total:
                 break
             outputs = model(**move_to(batch, device))
             loss = method.training_loss(model, outputs)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"{phase}: loss is {loss.item()} at step {step + 1} (epoch {epoch})")
+            check_finite(loss, phase, step + 1)
             loss.backward()
             if train_cfg.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(trainable, train_cfg.max_grad_norm)
@@ -104,19 +153,25 @@ def fit(
             n += 1
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{loss_sum / n:.4f}")
+            if checkpointer is not None and checkpointer.due(step):
+                save()
+            if stop is not None:
+                stop.check(phase, step, save)
         scores = evaluate(model)
         record = {"epoch": epoch, "step": step, "train_loss": loss_sum / max(n, 1), "eval": scores}
         result.epochs.append(record)
-        first = next(iter(scores.values()))
-        value = first[primary_metric]
-        better = best is None or (value > best if greater_is_better else value < best)
+        value = next(iter(scores.values()))[primary_metric]
+        better = result.best_value is None or (value > result.best_value if greater_is_better
+                                               else value < result.best_value)
         if better and not math.isnan(value):
-            best, result.best_epoch = value, epoch
+            result.best_value, result.best_epoch = value, epoch
+        result.steps, result.wall_s = step, time.perf_counter() - start
+        save()
         if on_epoch is not None:
             on_epoch(record)
         bar.write(f"[{phase}] epoch {epoch}: loss {record['train_loss']:.4f}, "
                   + ", ".join(f"{s} {primary_metric} {m[primary_metric]:.4f}" for s, m in scores.items()))
     bar.close()
-    result.steps = step
-    result.wall_s = time.perf_counter() - start
+    result.steps, result.wall_s = step, time.perf_counter() - start
+    save(done=True)
     return result

@@ -41,8 +41,10 @@ class TaskKind:
     def loader(self, dataset: Any, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0) -> DataLoader:
         """Batches of ``dataset``. Never drops the last partial batch: evaluation covers whole splits."""
         generator = torch.Generator().manual_seed(seed)
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                          collate_fn=self.collate, drop_last=False, num_workers=num_workers)
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                            collate_fn=self.collate, drop_last=False, num_workers=num_workers)
+        loader.base_seed = seed  # train.epoch_batches reseeds the shuffle per epoch from it
+        return loader
 
     def evaluate(self, model: nn.Module, split: str, raw: Any, loader: DataLoader, device: torch.device,
                  output_dir: Path | None = None) -> dict[str, float]:

@@ -192,5 +192,19 @@ class AdaLoRA(Method):
             raise RuntimeError("AdaLoRA.on_train_begin must run before the first step (it sets total_step)")
         self._tuner(model).update_and_allocate(global_step)
 
+    def state_dict(self, model: nn.Module) -> dict[str, Any]:
+        """The allocator's smoothed sensitivity scores and the current rank pattern (resume)."""
+        tuner = self._tuner(model)
+        allocator = tuner.rankallocator
+        return {"ipt": allocator.ipt, "exp_avg_ipt": allocator.exp_avg_ipt, "exp_avg_unc": allocator.exp_avg_unc,
+                "rank_pattern": tuner.peft_config[tuner.trainable_adapter_name].rank_pattern}
+
+    def load_state_dict(self, model: nn.Module, state: dict[str, Any]) -> None:
+        tuner = self._tuner(model)
+        allocator = tuner.rankallocator
+        allocator.ipt, allocator.exp_avg_ipt, allocator.exp_avg_unc = (
+            state["ipt"], state["exp_avg_ipt"], state["exp_avg_unc"])
+        tuner.peft_config[tuner.trainable_adapter_name].rank_pattern = state["rank_pattern"]
+
     def ranks(self, model: nn.Module) -> dict[str, int]:
         return adalora_ranks(model)

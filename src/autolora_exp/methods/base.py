@@ -36,6 +36,13 @@ class Method:
     def on_train_begin(self, model: nn.Module, total_steps: int) -> None:
         """Called once before the first step with the number of optimiser steps planned."""
 
+    def state_dict(self, model: nn.Module) -> dict[str, Any]:
+        """Method state beyond the model's parameters that a resumed run needs (checkpoints)."""
+        return {}
+
+    def load_state_dict(self, model: nn.Module, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
     def ranks(self, model: nn.Module) -> dict[str, int] | None:
         """Per-layer ranks (full module name -> rank) when the method has them."""
         return None

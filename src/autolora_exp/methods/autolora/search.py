@@ -1,6 +1,6 @@
 """The bilevel search: alternate updates of the selection logits beta (on D_val) and W (on D_tr).
 
-One iteration, on a D_tr batch and a D_val batch (paper, section 3.3):
+One iteration, on a D_tr batch and a D_val batch (the paper's eqs. 4 and 5):
 
     1. look-ahead   W_hat = W - eta * grad_W L_tr(W, beta)                       (eq. 4)
     2. outer step   beta <- AdamW(beta, dL_val(W_hat(beta), beta)/dbeta, lr_selection)   (eq. 5)
@@ -23,11 +23,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from autolora_exp.checkpoint import Checkpointer, load_trainable_state, rng_state, set_rng_state, trainable_state
 from autolora_exp.errors import UserError
 from autolora_exp.methods.autolora import hypergrad as hg
 from autolora_exp.methods.autolora.gates import check_gate, check_selection_init
 from autolora_exp.methods.autolora.layer import alphas, selection_layers, selection_parameters, weight_parameters
 from autolora_exp.methods.autolora.threshold import threshold_ranks
+from autolora_exp.preemption import StopSignal
+from autolora_exp.train import NonFiniteLossError, epoch_batches
 
 
 def default_loss_fn(model: nn.Module, batch: Any) -> torch.Tensor:
@@ -37,7 +40,7 @@ def default_loss_fn(model: nn.Module, batch: Any) -> torch.Tensor:
 
 @dataclass
 class SearchConfig:
-    """Settings of the search; defaults are the paper's (section 4) where it states them."""
+    """Settings of the search; defaults are the paper's where it states them (k=8, lr 1e-4 / 1e-3, AdamW)."""
 
     #: rank-1 terms per layer (must match the injected layers)
     k: int = 8
@@ -200,12 +203,18 @@ def search(
     loss_fn: hg.LossFn = default_loss_fn,
     on_log: Callable[[int, dict[str, list[float]]], None] | None = None,
     progress: bool = True,
+    checkpointer: Checkpointer | None = None,
+    stop: StopSignal | None = None,
 ) -> SearchResult:
     """Run the bilevel search on a model prepared by ``inject_selection_lora``.
 
     W learns only from ``d_tr_loader`` batches, beta only from the hypergradient on
     ``d_val_loader`` batches. Runs ``epochs`` passes over D_tr (or ``max_steps`` iterations if
     fewer). Batches (dicts of tensors) are moved to the model's device.
+
+    With a ``checkpointer``, the state (W, beta, both optimisers, step, alpha history, RNG and
+    both loaders' positions) is saved every N steps and at the end, and a new call resumes from
+    it; a finished search returns its stored result at once. ``stop`` (SIGTERM) saves and stops.
     """
     config = config or SearchConfig()
     engine = BilevelSearch(model, config, loss_fn)
@@ -213,37 +222,65 @@ def search(
         for layer in selection_layers(model).values():
             layer.reset_selection(config.selection_init)
     total = _planned_steps(d_tr_loader, config)
+    n_tr = len(d_tr_loader)  # type: ignore[arg-type]
     device = engine.weights[0].device
     history: list[dict[str, Any]] = []
+    step, passes, val_used, elapsed = 0, 0, 0, 0.0
 
-    def log(step: int) -> None:
+    state = checkpointer.load() if checkpointer else None
+    if state is not None:
+        if state.get("done"):
+            return SearchResult(**state["result"])
+        load_trainable_state(model, state["model"])
+        engine.w_opt.load_state_dict(state["w_opt"])
+        engine.s_opt.load_state_dict(state["s_opt"])
+        step, passes, val_used, elapsed, history = (state["step"], state["passes"], state["val_used"],
+                                                    state["elapsed"], state["history"])
+        set_rng_state(state["rng"])
+
+    def log(at: int) -> None:
         snapshot = alphas(model)
-        history.append({"step": step, "alphas": snapshot})
+        history.append({"step": at, "alphas": snapshot})
         if on_log is not None:
-            on_log(step, snapshot)
+            on_log(at, snapshot)
+
+    def save() -> None:
+        if checkpointer is not None:
+            checkpointer.save({"model": trainable_state(model), "w_opt": engine.w_opt.state_dict(),
+                               "s_opt": engine.s_opt.state_dict(), "step": step, "passes": passes,
+                               "val_used": val_used, "elapsed": time.perf_counter() - start,
+                               "history": history, "rng": rng_state()})
 
     was_training = model.training
     model.train()
-    log(0)
-    val_batches = _cycle(d_val_loader)
-    step, passes, start = 0, 0, time.perf_counter()
-    with tqdm(total=total, desc="autolora search", disable=not progress, dynamic_ncols=True) as bar:
+    if step == 0:
+        log(0)
+    val_batches = _cycle(d_val_loader, skip=val_used)
+    start = time.perf_counter() - elapsed
+    with tqdm(total=total, initial=step, desc="autolora search", disable=not progress, dynamic_ncols=True) as bar:
         while step < total:
-            for tr_batch in d_tr_loader:
+            epoch = step // n_tr + 1
+            for tr_batch in epoch_batches(d_tr_loader, epoch, skip=step - (epoch - 1) * n_tr):
                 if step >= total:
                     break
                 passes = engine.step(_to_device(tr_batch, device), _to_device(next(val_batches), device))
                 step += 1
+                val_used += 1
+                _check_finite(engine, step)
                 bar.update(1)
                 if step % config.log_every == 0 or step == total:
                     log(step)
                     ranks = threshold_ranks(history[-1]["alphas"], config.gate)
                     bar.set_postfix(mean_rank=f"{sum(ranks.values()) / len(ranks):.2f}")
+                if checkpointer is not None and checkpointer.due(step):
+                    save()
+                if stop is not None:
+                    stop.check("search", step, save)
     wall = time.perf_counter() - start
     model.train(was_training)
 
     final = alphas(model)
-    return SearchResult(
+    result = SearchResult(
         alphas=final,
         ranks=threshold_ranks(final, config.gate),
         steps=step,
@@ -253,6 +290,17 @@ def search(
         selection_logits={n: m.selection_logits.detach().double().tolist() for n, m in selection_layers(model).items()},
         config=asdict(config),
     )
+    if checkpointer is not None:
+        checkpointer.save({"done": True, "result": asdict(result), "step": step})
+    return result
+
+
+def _check_finite(engine: BilevelSearch, step: int) -> None:
+    """A NaN/inf in W or beta stops the search with the step named (the last checkpoint is kept)."""
+    for p in (*engine.selection, *engine.weights):
+        if not torch.isfinite(p).all():
+            raise NonFiniteLossError(f"search: non-finite weights or selection logits after step {step}; the last "
+                                     "good checkpoint is kept (lower lr_weights/lr_selection or check the data)")
 
 
 def _planned_steps(d_tr_loader: Iterable[Any], config: SearchConfig) -> int:
@@ -268,15 +316,16 @@ def _planned_steps(d_tr_loader: Iterable[Any], config: SearchConfig) -> int:
     return min(total, config.max_steps) if config.max_steps else total
 
 
-def _cycle(loader: Iterable[Any]) -> Iterator[Any]:
-    """D_val batches forever: restart the loader when it runs out (D_val may be shorter)."""
+def _cycle(loader: Iterable[Any], skip: int = 0) -> Iterator[Any]:
+    """D_val batches forever, epoch after epoch (D_val may be shorter than D_tr); ``skip`` drops
+    the first batches (a resumed search continues where it was)."""
+    n = len(loader)  # type: ignore[arg-type]
+    if n == 0:
+        raise UserError("the D_val loader is empty; the search needs at least one validation batch")
+    epoch, offset = skip // n + 1, skip % n
     while True:
-        empty = True
-        for batch in loader:
-            empty = False
-            yield batch
-        if empty:
-            raise UserError("the D_val loader is empty; the search needs at least one validation batch")
+        yield from epoch_batches(loader, epoch, skip=offset)
+        epoch, offset = epoch + 1, 0
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:
