@@ -61,9 +61,9 @@ def test_search_never_sees_dev_or_test(make_cfg, monkeypatch):
     seen: list[set] = []
     original = AutoLoRA.search_ranks
 
-    def spy(self, model, targets, heads, d_tr_loader, d_val_loader, **kw):
-        seen.extend([set(d_tr_loader.dataset["idx"]), set(d_val_loader.dataset["idx"])])
-        return original(self, model, targets, heads, d_tr_loader, d_val_loader, **kw)
+    def spy(self, ctx):
+        seen.extend([set(ctx.d_tr_loader.dataset["idx"]), set(ctx.d_val_loader.dataset["idx"])])
+        return original(self, ctx)
 
     monkeypatch.setattr(AutoLoRA, "search_ranks", spy)
     cfg = make_cfg(*TINY, "method=autolora")

@@ -33,6 +33,7 @@ from autolora_exp.checkpoint import Checkpointer
 from autolora_exp.data.split import ids_hash, split_half
 from autolora_exp.errors import UserError
 from autolora_exp.kinds import TaskKind, make_kind
+from autolora_exp.methods.base import SearchContext
 from autolora_exp.models import count_parameters, load_backbone, load_tokenizer
 from autolora_exp.preemption import Preempted, StopSignal
 from autolora_exp.seeding import seed_everything
@@ -138,23 +139,31 @@ def split_for_search(train: Any, seed: int) -> tuple[Any, Any]:
     return train.select(sorted(tr)), train.select(sorted(val))
 
 
-def search_phase(cfg: DictConfig, method: Any, train: Any, kind: TaskKind, loader_for: Any, tracker: Tracker,
-                 output_dir: Path, checkpointer: Checkpointer, stop: StopSignal) -> dict[str, Any]:
-    """Split, search and threshold; writes the alphas, ``rank_pattern.json`` and the rank heatmap."""
+def search_phase(cfg: DictConfig, method: Any, data: Any, encoded: Any, kind: TaskKind, loader_for: Any,
+                 tracker: Tracker, output_dir: Path, checkpointer: Checkpointer, stop: StopSignal) -> dict[str, Any]:
+    """Split, search, threshold; writes ``search.json``, ``rank_pattern.json`` and the rank heatmap."""
     from autolora_exp.methods.autolora import save_rank_pattern_json
     from autolora_exp.plots import rank_heatmap
 
-    d_tr, d_val = split_for_search(train, cfg.seed)
-    model = load_backbone(cfg.model, kind.tokenizer, kind.auto_class, kind.head_kwargs())
+    d_tr, d_val = split_for_search(encoded["train"], cfg.seed)
     device = resolve_device(cfg.device)
+    # D_val as raw rows too: kinds that score whole inputs (NER words, NLG references) re-encode it
+    val_ids = set(d_val["idx"])
+    raw_val = data["train"].filter(lambda row: row["idx"] in val_ids, keep_in_memory=True)
+    val_eval_loader = loader_for(kind.encode("d_val", raw_val), False)
 
     def log_alphas(step: int, alphas: dict[str, list[float]]) -> None:
         tracker.log({f"search/alpha/{layer}/{j}": a for layer, values in alphas.items()
                      for j, a in enumerate(values)}, step=step)
 
-    outcome = method.search_ranks(model.to(device), list(cfg.model.target_modules), list(cfg.model.head_modules),
-                                  loader_for(d_tr, True), loader_for(d_val, True), on_log=log_alphas,
-                                  progress=cfg.train.progress, checkpointer=checkpointer, stop=stop)
+    ctx = SearchContext(
+        new_model=lambda: load_backbone(cfg.model, kind.tokenizer, kind.auto_class, kind.head_kwargs()).to(device),
+        target_modules=list(cfg.model.target_modules), head_modules=list(cfg.model.head_modules),
+        d_tr_loader=loader_for(d_tr, True), d_val_loader=loader_for(d_val, True),
+        evaluate_val=lambda model: kind.evaluate(model, "d_val", raw_val, val_eval_loader, device, None),
+        train_cfg=cfg.train, primary_metric=cfg.task.primary_metric, greater_is_better=kind.greater_is_better,
+        device=device, on_log=log_alphas, progress=cfg.train.progress, checkpointer=checkpointer, stop=stop)
+    outcome = method.search_ranks(ctx)
     save_rank_pattern_json(outcome.ranks, output_dir / "rank_pattern.json")
     heatmap = rank_heatmap(outcome.ranks, output_dir / "rank_heatmap.png",
                            title=f"{cfg.task.name} | {cfg.model.name} | {method.name}")
@@ -163,7 +172,7 @@ def search_phase(cfg: DictConfig, method: Any, train: Any, kind: TaskKind, loade
     return {
         "ranks": outcome.ranks,
         "mean_rank": outcome.mean_rank,
-        "alphas": outcome.alphas,
+        "alphas": getattr(outcome, "alphas", None),
         "steps": outcome.steps,
         "passes_per_iteration": outcome.passes_per_iteration,
         "split": {name: {"n": len(set(part["idx"])), "rows": len(part), "ids_sha256": ids_hash(set(part["idx"]))}
@@ -238,7 +247,7 @@ def _run(cfg: DictConfig, config: dict[str, Any], digest: str, output_dir: Path,
     if getattr(method, "searches_ranks", False):
         with timer("search") as record:
             seed_everything(cfg.seed + PHASE_SEEDS["search"])
-            search = search_phase(cfg, method, encoded["train"], kind, loader_for, tracker, output_dir,
+            search = search_phase(cfg, method, data, encoded, kind, loader_for, tracker, output_dir,
                                   checkpointer("search"), stop)
             record.update(steps=search["steps"], passes_per_iteration=search["passes_per_iteration"])
         method = method.retrain_method(search["ranks"])

@@ -183,6 +183,18 @@ class AdapterConfig(MethodConfig):
 
 
 @dataclass
+class LoRAGridConfig(MethodConfig):
+    """LoRA trained at each rank of ``ranks`` on D_tr, the best on D_val retrained (Table 5)."""
+
+    _target_: str = "autolora_exp.methods.lora_grid.LoRAGrid"
+    name: str = "lora_grid"
+    lr: float = 5e-4
+    ranks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.1
+
+
+@dataclass
 class AutoLoRAConfig(MethodConfig):
     """AutoLoRA: ``search`` holds the bilevel search (k, gate, hypergradient, optimisers); ``lr``,
     ``lora_alpha``, ``lora_dropout`` and ``scaling`` are the retrain's LoRA settings."""
@@ -236,4 +248,4 @@ def register() -> None:
 
 #: method schema name -> dataclass; method modules add theirs here
 METHOD_SCHEMAS: dict[str, type] = {"full_ft": FullFTConfig, "lora": LoRAConfig,
-                                   "adalora": AdaLoRAConfig, "adapter": AdapterConfig, "autolora": AutoLoRAConfig}
+                                   "adalora": AdaLoRAConfig, "adapter": AdapterConfig, "autolora": AutoLoRAConfig, "lora_grid": LoRAGridConfig}

@@ -7,7 +7,8 @@ YAML file under ``conf/method/``; nothing else changes.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -46,3 +47,29 @@ class Method:
     def ranks(self, model: nn.Module) -> dict[str, int] | None:
         """Per-layer ranks (full module name -> rank) when the method has them."""
         return None
+
+
+@dataclass
+class SearchContext:
+    """What a rank-searching method (AutoLoRA, the LoRA rank grid) gets from the pipeline.
+
+    Only the two halves of the original training set: D_tr to fit weights, D_val to choose
+    ranks. The dev/test splits are not reachable from here.
+    """
+
+    #: a fresh backbone with a fresh head, on the run's device
+    new_model: Callable[[], nn.Module]
+    target_modules: list[str]
+    head_modules: list[str]
+    d_tr_loader: Any
+    d_val_loader: Any
+    #: the task metric of a model on D_val
+    evaluate_val: Callable[[nn.Module], dict[str, float]]
+    train_cfg: Any
+    primary_metric: str
+    greater_is_better: bool
+    device: torch.device
+    on_log: Callable[[int, dict[str, list[float]]], None] | None = None
+    progress: bool = True
+    checkpointer: Any = None
+    stop: Any = None

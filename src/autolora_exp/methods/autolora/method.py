@@ -8,18 +8,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from autolora_exp.checkpoint import Checkpointer
 from autolora_exp.methods.autolora.layer import inject_selection_lora
 from autolora_exp.methods.autolora.rank_pattern import rank_pattern_config
 from autolora_exp.methods.autolora.search import SearchConfig, SearchResult, search
-from autolora_exp.methods.base import Method
+from autolora_exp.methods.base import Method, SearchContext
 from autolora_exp.methods.lora import LoRA
-from autolora_exp.preemption import StopSignal
 
 
 class AutoLoRA(Method):
@@ -48,25 +45,15 @@ class AutoLoRA(Method):
             search = SearchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in search.items()})
         self.search_config = search or SearchConfig()
 
-    def search_ranks(
-        self,
-        model: nn.Module,
-        target_modules: list[str],
-        head_modules: list[str],
-        d_tr_loader: Any,
-        d_val_loader: Any,
-        on_log: Callable[[int, dict[str, list[float]]], None] | None = None,
-        progress: bool = True,
-        checkpointer: Checkpointer | None = None,
-        stop: StopSignal | None = None,
-    ) -> SearchResult:
+    def search_ranks(self, ctx: SearchContext) -> SearchResult:
         """The bilevel search on a fresh backbone; W learns on D_tr only, beta on D_val only."""
         cfg = self.search_config
-        inject_selection_lora(model, target_modules, k=cfg.k, gate=cfg.gate, lora_alpha=self.lora_alpha,
-                              lora_dropout=0.0, trainable_extra=head_modules,
+        model = ctx.new_model()
+        inject_selection_lora(model, ctx.target_modules, k=cfg.k, gate=cfg.gate, lora_alpha=self.lora_alpha,
+                              lora_dropout=0.0, trainable_extra=ctx.head_modules,
                               selection_init=cfg.selection_init)
-        return search(model, d_tr_loader, d_val_loader, cfg, on_log=on_log, progress=progress,
-                      checkpointer=checkpointer, stop=stop)
+        return search(model, ctx.d_tr_loader, ctx.d_val_loader, cfg, on_log=ctx.on_log, progress=ctx.progress,
+                      checkpointer=ctx.checkpointer, stop=ctx.stop)
 
     def retrain_method(self, ranks: dict[str, int]) -> LoRA:
         """Fresh LoRA with exactly the found rank per named layer (peft ``rank_pattern``)."""

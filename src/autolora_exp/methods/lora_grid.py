@@ -1,0 +1,101 @@
+"""The LoRA rank grid search (the paper's cost table, Table 5): the baseline AutoLoRA replaces.
+
+    for r in ranks:  train LoRA(r) on D_tr, score it on D_val        (one full training per rank)
+    r*  = the rank with the best D_val metric (best epoch)
+    retrain LoRA(r*) on D_tr + D_val and report its dev metric, like every other method
+
+It uses exactly the held-out split AutoLoRA searches on (the pipeline's ``split_for_search``),
+so the two are compared on equal terms; its cost is the search phase (every grid training)
+plus the retrain. Each finished rank is checkpointed: a preempted grid resumes at the next rank.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from autolora_exp.errors import UserError
+from autolora_exp.methods.base import Method, SearchContext
+from autolora_exp.methods.lora import LoRA
+from autolora_exp.models import check_target_modules, count_parameters
+from autolora_exp.train import fit
+
+
+@dataclass
+class GridResult:
+    #: the selected rank, for every target layer
+    ranks: dict[str, int]
+    best_rank: int
+    #: rank -> {"value" (D_val primary metric, best epoch), "best_epoch", "steps", "wall_s", "trainable"}
+    per_rank: dict[int, dict[str, Any]] = field(default_factory=dict)
+    steps: int = 0
+    #: one forward+backward pass per training step
+    passes_per_iteration: int = 1
+    wall_time_s: float = 0.0
+
+    @property
+    def mean_rank(self) -> float:
+        return float(self.best_rank)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"mean_rank": self.mean_rank}
+
+
+class LoRAGrid(Method):
+    """Select one LoRA rank for all layers by a grid search on the held-out half."""
+
+    name = "lora_grid"
+    searches_ranks = True
+
+    def __init__(self, name: str = "lora_grid", lr: float = 5e-4, ranks: list[int] | None = None,
+                 lora_alpha: float = 16.0, lora_dropout: float = 0.1) -> None:
+        self.name = name
+        self.lr = lr
+        self.grid = [int(r) for r in (ranks or [1, 2, 4, 8, 16])]
+        if not self.grid or any(r < 1 for r in self.grid) or len(set(self.grid)) != len(self.grid):
+            raise UserError(f"method.ranks={self.grid} must be distinct integers >= 1, e.g. [1, 2, 4, 8, 16]")
+        self.lora_alpha = lora_alpha
+        self.lora_dropout = lora_dropout
+
+    def lora(self, r: int) -> LoRA:
+        return LoRA(name=self.name, lr=self.lr, r=r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout)
+
+    def search_ranks(self, ctx: SearchContext) -> GridResult:
+        state = ctx.checkpointer.load() if ctx.checkpointer else None
+        if state is not None and state.get("done"):
+            return GridResult(**state["result"])
+        per_rank: dict[int, dict[str, Any]] = dict(state["per_rank"]) if state else {}
+        layers: list[str] = list(state["layers"]) if state else []
+        start = time.perf_counter()
+        for r in self.grid:
+            if r in per_rank:
+                continue
+            t0 = time.perf_counter()
+            lora = self.lora(r)
+            model = ctx.new_model()
+            layers = check_target_modules(model, ctx.target_modules)
+            model = lora.prepare(model, ctx.target_modules, ctx.head_modules).to(ctx.device)
+            trained = fit(model, lora, ctx.d_tr_loader, lambda m: {"d_val": ctx.evaluate_val(m)}, ctx.train_cfg,
+                          self.lr, ctx.primary_metric, ctx.device, greater_is_better=ctx.greater_is_better,
+                          phase=f"grid r={r}", stop=ctx.stop)
+            per_rank[r] = {"value": trained.best_value, "best_epoch": trained.best_epoch, "steps": trained.steps,
+                           "wall_s": round(time.perf_counter() - t0, 3),
+                           "trainable": count_parameters(model)["trainable"]}
+            if ctx.checkpointer is not None:
+                ctx.checkpointer.save({"per_rank": per_rank, "layers": layers, "step": len(per_rank)})
+        scored = {r: v for r, v in per_rank.items() if v["value"] is not None}
+        if not scored:
+            raise UserError(f"no rank of {self.grid} produced a finite D_val {ctx.primary_metric}")
+        pick = max if ctx.greater_is_better else min
+        best = pick(scored, key=lambda r: scored[r]["value"])
+        result = GridResult(ranks={name: best for name in layers}, best_rank=best, per_rank=per_rank,
+                            steps=sum(v["steps"] for v in per_rank.values()),
+                            wall_time_s=round(time.perf_counter() - start, 3))
+        if ctx.checkpointer is not None:
+            ctx.checkpointer.save({"done": True, "result": asdict(result), "step": len(per_rank)})
+        return result
+
+    def retrain_method(self, ranks: dict[str, int]) -> LoRA:
+        """LoRA at the selected rank, trained by the shared loop on the whole training set."""
+        return self.lora(max(ranks.values()))
