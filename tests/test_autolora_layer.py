@@ -84,7 +84,8 @@ def test_layer_computes_base_plus_scaled_weighted_rank_one_terms():
         layer.selection_logits.copy_(torch.tensor([0.3, -1.0, 2.0]))
     x = torch.randn(2, 4, 6)
     alpha = torch.softmax(layer.selection_logits, -1)
-    delta = sum(alpha[j] * torch.outer(layer.lora_B[:, j], layer.lora_A[j]) for j in range(3))  # sum_j alpha_j u_j v_j^T
+    # Delta = sum_j alpha_j u_j v_j^T
+    delta = sum(alpha[j] * torch.outer(layer.lora_B[:, j], layer.lora_A[j]) for j in range(3))
     expected = base(x) + (12.0 / 3) * x @ delta.T
     assert torch.allclose(layer(x), expected, atol=1e-5)
 

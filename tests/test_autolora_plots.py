@@ -26,7 +26,11 @@ def test_layer_position(name, position):
 
 @pytest.mark.parametrize(
     "fmt",
-    ["roberta.encoder.layer.{i}.attention.self.{p}", "transformer.h.{i}.attn.c_attn.{p}", "model.layers.{i}.self_attn.{p}_proj"],
+    [
+        "roberta.encoder.layer.{i}.attention.self.{p}",
+        "transformer.h.{i}.attn.c_attn.{p}",
+        "model.layers.{i}.self_attn.{p}_proj",
+    ],
 )
 def test_rank_heatmap_writes_a_png(tmp_path, fmt):
     short = {"query": "q", "value": "v"}

@@ -100,7 +100,8 @@ def test_max_steps_and_selection_init_override():
     result = search(model, batches(5, 1), batches(1, 2), cfg, progress=False)
     assert result.steps == 2
     assert result.history[0]["alphas"]  # logged after the reset: uniform softmax of 0.7s
-    assert torch.allclose(layers["roberta.encoder.layer.1.attention.self.value"].selection_logits, torch.full((4,), 0.7), atol=1e-4)
+    beta = layers["roberta.encoder.layer.1.attention.self.value"].selection_logits
+    assert torch.allclose(beta, torch.full((4,), 0.7), atol=1e-4)
 
 
 def test_betty_rollback_redoes_the_inner_step_from_the_saved_state():
@@ -149,8 +150,10 @@ def test_config_and_model_mismatches_are_user_errors():
 @pytest.mark.parametrize("gate", ["none", "sigmoid"])
 def test_ablation_gates_search_and_threshold(gate):
     model, layers = _prepared(gate=gate)
-    result = search(model, batches(3, 1), batches(3, 2), SearchConfig(k=4, gate=gate, lr_selection=0.05), progress=False)
+    cfg = SearchConfig(k=4, gate=gate, lr_selection=0.05)
+    result = search(model, batches(3, 1), batches(3, 2), cfg, progress=False)
     for name, alpha in result.alphas.items():
-        expected = layers[name].selection_logits.detach() if gate == "none" else torch.sigmoid(layers[name].selection_logits.detach())
+        beta = layers[name].selection_logits.detach()
+        expected = beta if gate == "none" else torch.sigmoid(beta)
         assert alpha == pytest.approx(expected.tolist())
         assert 0 <= result.ranks[name] <= 4

@@ -33,7 +33,9 @@ def layer_position(name: str) -> tuple[str, int]:
     parts = name.split(".")
     blocks = [i for i, p in enumerate(parts) if re.fullmatch(r"\d+", p)]
     if not blocks:
-        raise UserError(f"cannot find a block index in module name {name!r}; expected e.g. 'encoder.layer.3.attention.self.query'")
+        raise UserError(
+            f"cannot find a block index in module name {name!r}; expected e.g. 'encoder.layer.3.attention.self.query'"
+        )
     leaf = parts[-1]
     return _PROJECTIONS.get(leaf, leaf), int(parts[blocks[-1]])
 
