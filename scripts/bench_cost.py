@@ -1,0 +1,370 @@
+"""End-to-end cost of AutoLoRA (search + retrain) against AdaLoRA, LoRA r=4 and the LoRA rank grid.
+
+    python scripts/bench_cost.py                          # MiniLM on GLUE RTE, settings below
+    python scripts/bench_cost.py --train-samples 256 --epochs 2
+    python scripts/bench_cost.py --quick --out /tmp/bench # tiny-roberta smoke run (seconds of compute)
+
+Every method runs through the real pipeline (``python run.py``, one folder per run under
+<out>/runs/cost/<settings>/...; finished runs are reused) on the same task, data subsample,
+epochs, batch size and max length:
+
+    adalora    one training on the whole training set (rank allocator, orthogonality penalty)
+    lora       LoRA r = 4, one training on the whole training set
+    lora_grid  LoRA at every rank of --grid trained on D_tr and scored on D_val (AutoLoRA's own
+               1:1 split), the best rank retrained on the whole set      cost = grid + retrain
+    autolora   the bilevel search on D_tr / D_val for --search-epochs, then the retrain with the
+               found ranks on the whole set                              cost = search + retrain
+
+Cost = ``phases.search.wall_s + phases.train.wall_s`` of result.json (what ``make tables`` puts
+in Table 5; the train phase includes the per-epoch dev evaluation, the grid's search its D_val
+evaluations). The process wall and CPU seconds of each run (imports, data and model loading
+included) are reported too. Peak memory: CUDA max allocated on GPU, else the run process's peak
+resident set. Ratios are per seed, AdaLoRA = 1 as in the paper's cost table (Table 5), median
+over seeds. Targets: AutoLoRA <= 0.35x the grid and <= 1.5x AdaLoRA.
+
+Writes <out>/<name>.json and <out>/<name>.md (name: ``cost``; ``cost_quick`` with --quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from autolora_exp.bench import (BenchRun, RunRecord, glue_task, machine_info, machine_line, md_table, optional_int,
+                                parse_list, run_one, stats, fmt_stat, command_line)
+from autolora_exp.errors import UserError
+from autolora_exp.results import atomic_write_json, atomic_write_text, now
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "glue"
+METHODS = ("adalora", "autolora", "lora", "lora_grid")
+#: cost targets of issue 9: AutoLoRA's cost over the reference's
+TARGETS = {"lora_grid": 0.35, "adalora": 1.5}
+
+#: --quick: tiny-roberta on a few rows of RTE, four optimiser steps per training and per search
+#: (AdaLoRA needs >= 3: with 2 its final-mask phase starts before any sensitivity exists)
+QUICK = dict(model="tiny-roberta", task="rte", train_samples=32, eval_samples=16, max_length=32, epochs=1,
+             search_epochs=1, batch_size=8, grid="1,2", seeds="0", override=["train.max_steps=4"])
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--task", default="rte", help="GLUE task (default rte)")
+    p.add_argument("--model", default="minilm", help="model config (default minilm, the packaged MiniLM)")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="folder of the official GLUE files")
+    p.add_argument("--train-samples", type=optional_int, default=None,
+                   help="seeded training subsample (default: the whole training set; 'none' = whole)")
+    p.add_argument("--eval-samples", type=optional_int, default=None, help="dev subsample (default: whole)")
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=3, help="training epochs of every method (and of each grid rank)")
+    p.add_argument("--search-epochs", type=int, default=None,
+                   help="AutoLoRA's search epochs (method.search.epochs; default: --epochs, the method's default)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--grid", default="1,2,4,8,16", help="ranks of the LoRA grid (default 1,2,4,8,16)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"subset of {','.join(METHODS)}")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (resolved once, recorded in the config)")
+    p.add_argument("--override", action="append", default=[], help="extra Hydra override for every run (repeatable)")
+    p.add_argument("--autolora-override", action="append", default=[],
+                   help="extra Hydra override for AutoLoRA only, e.g. method.search.reuse_lookahead_grad=true")
+    p.add_argument("--out", type=Path, default=REPO / "outputs" / "bench", help="output folder")
+    p.add_argument("--name", default=None, help="summary file stem (default cost, cost_quick with --quick)")
+    p.add_argument("--quick", action="store_true", help="tiny-roberta smoke configuration (a few steps)")
+    if p.parse_known_args(argv)[0].quick:  # the smoke settings become the defaults; flags still win
+        p.set_defaults(**QUICK)
+    args = p.parse_args(argv)
+    args.name = args.name or ("cost_quick" if args.quick else "cost")
+    return args
+
+
+def resolve_device(spec: str) -> str:
+    import torch
+
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if spec not in ("cpu", "cuda"):
+        raise UserError(f"--device {spec!r} is not one of auto, cpu, cuda")
+    return spec
+
+
+def plan(args: argparse.Namespace) -> tuple[list[BenchRun], dict[str, Any]]:
+    """The runs of the benchmark, seed-major (each seed runs every method back to back)."""
+    task = glue_task(args.task)
+    methods = parse_list(args.methods, "--methods")
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise UserError(f"--methods {bad} unknown; accepted: {', '.join(METHODS)}")
+    grid = parse_list(args.grid, "--grid", int)
+    seeds = parse_list(args.seeds, "--seeds", int)
+    if not args.data_dir.is_dir():
+        raise UserError(f"--data-dir {args.data_dir} is not a folder; point it at the official GLUE files "
+                        "(../shared/data/glue beside the repository)")
+    device = resolve_device(args.device)
+    search_epochs = args.search_epochs or args.epochs
+    common = [f"task={task}", f"model={args.model}", f"task.data_dir={args.data_dir.resolve()}",
+              f"task.max_length={args.max_length}", f"train.epochs={args.epochs}",
+              f"train.batch_size={args.batch_size}", f"device={device}", "logger.mode=disabled",
+              "train.progress=false"]
+    common += [f"task.max_train_samples={args.train_samples or 'null'}",
+               f"task.max_eval_samples={args.eval_samples or 'null'}", *args.override]
+    per_method = {
+        "adalora": ["method=adalora"],
+        "autolora": ["method=autolora", f"method.search.epochs={search_epochs}", *args.autolora_override],
+        "lora": ["method=lora", "method.r=4"],
+        "lora_grid": ["method=lora_grid", f"method.ranks=[{','.join(map(str, grid))}]"],
+    }
+    extra = args.override + args.autolora_override
+    tag = (f"{device}_n{args.train_samples or 'all'}_v{args.eval_samples or 'all'}_L{args.max_length}"
+           f"_e{args.epochs}_s{search_epochs}_b{args.batch_size}")
+    if extra:  # different extra overrides never share (and overwrite) a folder
+        tag += "_x" + hashlib.sha1("\n".join(extra).encode()).hexdigest()[:8]
+    root = args.out / "runs" / "cost" / tag
+    runs = [BenchRun({"method": m, "seed": s}, common + per_method[m] + [f"seed={s}"],
+                     root / task / args.model / m / f"seed{s}")
+            for s in seeds for m in methods]
+    settings = {"task": task, "model": args.model, "data_dir": str(args.data_dir.resolve()),
+                "train_samples": args.train_samples, "eval_samples": args.eval_samples,
+                "max_length": args.max_length, "epochs": args.epochs, "search_epochs": search_epochs,
+                "batch_size": args.batch_size, "grid": grid, "seeds": seeds, "methods": methods, "device": device,
+                "overrides": args.override, "autolora_overrides": args.autolora_override, "runs_dir": str(root),
+                "quick": args.quick}
+    return runs, settings
+
+
+def run_cost(result: dict[str, Any]) -> dict[str, Any]:
+    """Seconds of the training phases and the peak memory of one run (from its result.json)."""
+    phases = result["phases"]
+    search_s = phases.get("search", {}).get("wall_s", 0.0)
+    train_s = phases["train"]["wall_s"]
+    mem_key = "peak_mem_mb" if any("peak_mem_mb" in p for p in phases.values()) else "peak_rss_mb"
+    peaks = [p[mem_key] for p in phases.values() if mem_key in p]
+    baseline = phases.get("data", {}).get(mem_key) if mem_key == "peak_rss_mb" else 0.0
+    peak = max(peaks) if peaks else None
+    search = result.get("search") or {}
+    return {"search_s": search_s, "train_s": train_s, "cost_s": round(search_s + train_s, 3),
+            "search_steps": search.get("steps", 0), "train_steps": phases["train"].get("steps"),
+            "passes_per_iteration": search.get("passes_per_iteration"),
+            "peak_mb": peak, "memory": "cuda_max_allocated" if mem_key == "peak_mem_mb" else "cpu_peak_rss",
+            # CPU: the resident-set high-water mark is process-wide; minus its value after loading
+            # the data it is what models and training added
+            "peak_extra_mb": round(peak - baseline, 1) if peak is not None and baseline is not None else None}
+
+
+def run_entry(rec: RunRecord) -> dict[str, Any]:
+    entry: dict[str, Any] = {**rec.key, "folder": str(rec.folder), "status": rec.status, "reused": rec.reused,
+                             "process": rec.process}
+    if rec.result is None:
+        return entry | {"error": rec.error}
+    r = rec.result
+    primary = r["metrics"]["primary"]
+    first = next(iter(r["metrics"]["best"]))
+    search = r.get("search") or {}
+    entry |= {"cost": run_cost(r), "params": r["params"], "data": {k: v["n"] for k, v in r["data"].items()},
+              "metric": {"name": primary, "split": first, "best": r["metrics"]["best"][first][primary],
+                         "final": r["metrics"]["final"][first][primary]},
+              "ranks_mean": (sum(r["ranks"].values()) / len(r["ranks"])) if r.get("ranks") else None}
+    if search:
+        entry["search"] = {"steps": search.get("steps"), "passes_per_iteration": search.get("passes_per_iteration"),
+                           "mean_rank": search.get("mean_rank"), "split": search.get("split")}
+    if rec.key["method"] == "lora_grid":
+        grid = _read_search_json(rec.folder)
+        entry["grid"] = {"best_rank": grid.get("best_rank"), "per_rank": grid.get("per_rank")}
+    return entry
+
+
+def _read_search_json(folder: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        return json.loads((folder / "search.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def summarise(entries: list[dict[str, Any]], methods: list[str], batch_size: int) -> dict[str, Any]:
+    done = [e for e in entries if e["status"] == "completed"]
+    by = {(e["method"], e["seed"]): e for e in done}
+    seeds = sorted({e["seed"] for e in done})
+
+    def per_seed(method: str, fn) -> list[float]:
+        return [fn(by[(method, s)], s) for s in seeds if (method, s) in by]
+
+    def ratio(method: str, ref: str, what: str = "cost_s", part: str = "cost") -> list[float]:
+        return [by[(method, s)][part][what] / by[(ref, s)][part][what] for s in seeds
+                if (method, s) in by and (ref, s) in by and by[(method, s)][part].get(what) is not None
+                and by[(ref, s)][part].get(what)]
+
+    summary: dict[str, Any] = {}
+    for m in methods:
+        summary[m] = {k: stats(per_seed(m, lambda e, s, k=k: e["cost"][k]))
+                      for k in ("cost_s", "search_s", "train_s", "peak_mb", "peak_extra_mb")}
+        summary[m]["process_wall_s"] = stats(per_seed(m, lambda e, s: e["process"].get("wall_s")))
+        summary[m]["process_cpu_s"] = stats(per_seed(m, lambda e, s: e["process"].get("cpu_s")))
+        summary[m]["ratio_to_adalora"] = stats(ratio(m, "adalora"))
+        summary[m]["memory_ratio_to_adalora"] = stats(ratio(m, "adalora", "peak_mb"))
+        # whole-process CPU seconds: a second view, less sensitive to other jobs on shared cores
+        summary[m]["cpu_ratio_to_adalora"] = stats(ratio(m, "adalora", "cpu_s", "process"))
+        summary[m]["metric_best"] = stats(per_seed(m, lambda e, s: e["metric"]["best"]))
+
+    targets = {}
+    for ref, target in TARGETS.items():
+        r = stats(ratio("autolora", ref))
+        targets[f"autolora_vs_{ref}"] = {"ratio_median": r["median"] if r else None, "ratio": r, "target": target,
+                                         "met": (r["median"] <= target) if r else None,
+                                         "process_cpu_ratio": stats(ratio("autolora", ref, "cpu_s", "process"))}
+    return {"summary": summary, "targets": targets, "diagnosis": diagnose(by, seeds, batch_size)}
+
+
+def diagnose(by: dict[tuple[str, int], dict[str, Any]], seeds: list[int], batch_size: int) -> dict[str, Any]:
+    """Where AutoLoRA's cost goes, and how many search epochs would meet each target.
+
+    Linear model per seed: cost(S) = train_s + S * (search seconds per search epoch), the
+    search's fixed costs (model load, heatmap) counted as per-epoch work (conservative); then
+    S_max = (target * reference cost - train_s) / (search seconds per epoch).
+    """
+    out: dict[str, list[float]] = {"search_share": [], "search_s_per_iteration": [], "train_s_per_step": [],
+                                   "iteration_over_step": [], "search_epochs_measured": []}
+    s_max: dict[str, list[float]] = {ref: [] for ref in TARGETS}
+    for s in seeds:
+        a = by.get(("autolora", s))
+        if not a or not a["cost"]["search_steps"]:
+            continue
+        c = a["cost"]
+        d_tr_rows = ((a.get("search") or {}).get("split") or {}).get("d_tr", {}).get("rows")
+        per_iter = c["search_s"] / c["search_steps"]
+        per_step = c["train_s"] / c["train_steps"] if c["train_steps"] else math.nan
+        out["search_share"].append(c["search_s"] / c["cost_s"])
+        out["search_s_per_iteration"].append(per_iter)
+        out["train_s_per_step"].append(per_step)
+        out["iteration_over_step"].append(per_iter / per_step)
+        if d_tr_rows:
+            iters_per_epoch = math.ceil(d_tr_rows / batch_size)
+            out["search_epochs_measured"].append(c["search_steps"] / iters_per_epoch)
+            for ref, target in TARGETS.items():
+                if (ref, s) in by:
+                    budget = target * by[(ref, s)]["cost"]["cost_s"] - c["train_s"]
+                    s_max[ref].append(budget / (per_iter * iters_per_epoch))
+    passes = sorted({by[("autolora", s)]["cost"]["passes_per_iteration"] for s in seeds if ("autolora", s) in by}
+                    - {None})
+    return {**{k: stats(v) for k, v in out.items()}, "passes_per_iteration": passes,
+            "search_epochs_to_meet": {f"autolora_vs_{ref}": stats(v) for ref, v in s_max.items()}}
+
+
+LABELS = {"adalora": "AdaLoRA", "autolora": "AutoLoRA (search + retrain)", "lora": "LoRA r=4",
+          "lora_grid": "LoRA + rank grid (grid on D_tr + retrain)"}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    st, summary = report["settings"], report["summary"]
+    rows = []
+    for m in st["methods"]:
+        s = summary[m]
+        rows.append([LABELS[m], fmt_stat(s["cost_s"], digits=1), fmt_stat(s["search_s"], digits=1),
+                     fmt_stat(s["train_s"], digits=1), fmt_stat(s["ratio_to_adalora"]),
+                     fmt_stat(s["process_wall_s"], digits=1), fmt_stat(s["process_cpu_s"], digits=1),
+                     fmt_stat(s["cpu_ratio_to_adalora"]),
+                     fmt_stat(s["peak_mb"], digits=0), fmt_stat(s["peak_extra_mb"], digits=0),
+                     fmt_stat(s["memory_ratio_to_adalora"]), fmt_stat(s["metric_best"], 100, 1),
+                     _loads(report["runs"], m)])
+    header = ["method", "cost s", "search s", "train s", "cost / AdaLoRA", "process wall s", "process CPU s",
+              "CPU / AdaLoRA", "peak MB", "peak extra MB", "memory / AdaLoRA", "dev metric x100 (best epoch)",
+              "1-min load before → after"]
+    lines = [f"# End-to-end cost: {st['task']} | {st['model']}", "",
+             f"Settings: train rows {st['train_samples'] or 'all'}, dev rows {st['eval_samples'] or 'all'}, "
+             f"max length {st['max_length']}, batch {st['batch_size']}, {st['epochs']} epoch(s) for every training "
+             f"(each grid rank too), AutoLoRA search {st['search_epochs']} epoch(s) over D_tr, grid {st['grid']}, "
+             f"seeds {st['seeds']}, device {st['device']}."
+             + (f" Extra overrides: {st['overrides']}." if st["overrides"] else "")
+             + (f" AutoLoRA overrides: {st['autolora_overrides']}." if st["autolora_overrides"] else ""),
+             "", md_table(header, rows), "",
+             "Cost = search + train phase wall seconds (result.json); median [min–max] over seeds when n > 1. "
+             f"Peak memory: {_memory_note(report)}.", ""]
+    for key, t in report["targets"].items():
+        verdict = "no data" if t["met"] is None else ("met" if t["met"] else "MISSED")
+        value = "-" if t["ratio_median"] is None else f"{t['ratio_median']:.2f}x"
+        cpu = t.get("process_cpu_ratio")
+        cpu_note = f"; whole-process CPU seconds: {cpu['median']:.2f}x" if cpu else ""
+        lines.append(f"- Target {key.replace('_', ' ')} <= {t['target']}x: {value} ({verdict}{cpu_note})")
+    d = report["diagnosis"]
+    if d.get("search_share"):
+        lines += ["", "AutoLoRA breakdown: search "
+                  f"{d['search_share']['median'] * 100:.0f}% of its cost; one search iteration "
+                  f"{d['search_s_per_iteration']['median']:.3f} s vs one retrain step (eval included) "
+                  f"{d['train_s_per_step']['median']:.3f} s = {d['iteration_over_step']['median']:.2f}x "
+                  f"({d['passes_per_iteration']} forward+backward passes per iteration)."]
+        for key, s in d["search_epochs_to_meet"].items():
+            if s:
+                lines.append(f"- {key.replace('_', ' ')} target would need search epochs <= "
+                             f"{s['median']:.2f} (linear extrapolation from this run; retrain unchanged)")
+    failed = [e for e in report["runs"] if e["status"] != "completed"]
+    if failed:
+        lines += ["", "Failed runs:"] + [f"- {e['method']} seed {e['seed']}: {e.get('error')}" for e in failed]
+    m = report["machine"]
+    lines += ["", f"Machine: {machine_line(m)}; at the end {report['loadavg_end']}. "
+              f"Benchmark wall time {report['bench_wall_s']:.0f} s ({report['runs_computed']} run(s) computed, "
+              f"{report['runs_reused']} reused); the runs' process wall time {report['runs_process_wall_s']:.0f} s in all.",
+              "", f"Reproduce: `{report['command']}`", ""]
+    return "\n".join(lines)
+
+
+def _loads(runs: list[dict[str, Any]], method: str) -> str:
+    """The 1-minute load average before and after each run of ``method`` (timings depend on it)."""
+    out = []
+    for e in runs:
+        p = e.get("process") or {}
+        if e["method"] == method and p.get("loadavg_before") and p.get("loadavg_after"):
+            out.append(f"{p['loadavg_before'][0]:.1f} → {p['loadavg_after'][0]:.1f}")
+    return ", ".join(out) or "-"
+
+
+def _memory_note(report: dict[str, Any]) -> str:
+    kinds = {e["cost"]["memory"] for e in report["runs"] if e.get("cost")}
+    if kinds == {"cuda_max_allocated"}:
+        return "torch.cuda.max_memory_allocated over the phases"
+    return ("the run process's peak resident set (CPU; includes Python, torch and the data); "
+            "'extra' = minus its value after data loading")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    try:
+        runs, settings = plan(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    machine = machine_info()
+    start = time.perf_counter()
+    records = []
+    try:
+        for run in runs:
+            records.append(run_one(run, REPO))
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    entries = [run_entry(r) for r in records]
+    report: dict[str, Any] = {"bench": "cost", "created": now(), "command": command_line("scripts/bench_cost.py", argv),
+                              "settings": settings, "machine": machine, "loadavg_end": machine_info()["loadavg"],
+                              "bench_wall_s": round(time.perf_counter() - start, 1),
+                              "runs_computed": sum(1 for r in records if not r.reused),
+                              "runs_reused": sum(1 for r in records if r.reused),
+                              # the runs' own process wall seconds, whenever they were computed
+                              "runs_process_wall_s": round(sum(r.process.get("wall_s") or 0 for r in records), 1),
+                              "runs": entries}
+    report |= summarise(entries, settings["methods"], settings["batch_size"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out / f"{args.name}.json", report)
+    text = markdown(report)
+    atomic_write_text(args.out / f"{args.name}.md", text)
+    print(text)
+    return 1 if any(e["status"] != "completed" for e in entries) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

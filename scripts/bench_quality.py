@@ -1,0 +1,283 @@
+"""Quality of AutoLoRA and its baselines on real GLUE data with the packaged MiniLM.
+
+    python scripts/bench_quality.py                                  # RTE, MRPC, STS-B, CoLA; 3 seeds
+    python scripts/bench_quality.py --tasks rte,mrpc --seeds 0 --train-samples 256 --epochs 2
+    python scripts/bench_quality.py --quick --out /tmp/bench          # tiny-roberta smoke run
+
+Every (seed, task, method) runs through the real pipeline (``python run.py``) in its own folder
+under <out>/runs/quality/<settings>/<task>/<model>/<method>/seed<N>; a run whose folder holds a
+result.json of the same config is reused, so the benchmark can be stopped and resumed across
+sittings (runs go seed by seed: after one sitting the first seed is complete everywhere).
+
+Methods: ``full_ft``, ``lora_r4``, ``lora_r8`` (LoRA at r = 4 and 8), ``adalora``, ``autolora``
+(search on the 1:1 split of the training set, retrain on all of it), each with its config's
+learning rate, the same epochs, batch size and max length. Data: the official GLUE files in
+../shared/data/glue; the training set is subsampled (seeded) only with --train-samples, the dev
+set (the reported split: GLUE test labels are not public) only with --eval-samples.
+
+Score per run: the task's official metric (RTE/MRPC accuracy, STS-B Spearman, CoLA Matthews;
+MRPC F1 and STS-B Pearson are kept too) on the dev set at the best epoch, as the LoRA paper
+reports; the final epoch's is kept too. Per task and method: median and spread (min-max, std)
+over seeds; the GLUE average is the mean over tasks of the medians, over the tasks every method
+finished. Targets: AutoLoRA's average >= LoRA r=4's and >= AdaLoRA's.
+
+Writes <out>/<name>.json and <out>/<name>.md (name: ``quality``; ``quality_quick`` with --quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from autolora_exp.bench import (BenchRun, RunRecord, command_line, fmt_stat, glue_task, machine_info, machine_line,
+                                md_table, optional_int, parse_list, run_one, stats)
+from autolora_exp.errors import UserError
+from autolora_exp.results import atomic_write_json, atomic_write_text, now
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "glue"
+VARIANTS = {
+    "full_ft": ["method=full_ft"],
+    "lora_r4": ["method=lora", "method.r=4"],
+    "lora_r8": ["method=lora", "method.r=8"],
+    "adalora": ["method=adalora"],
+    "autolora": ["method=autolora"],
+}
+LABELS = {"full_ft": "Full FT", "lora_r4": "LoRA r=4", "lora_r8": "LoRA r=8", "adalora": "AdaLoRA",
+          "autolora": "AutoLoRA"}
+#: issue 9: AutoLoRA's GLUE average at least these methods'
+TARGET_REFERENCES = ("lora_r4", "adalora")
+
+#: --quick: tiny-roberta on a few rows of RTE, four optimiser steps per training and per search
+QUICK = dict(model="tiny-roberta", tasks="rte", train_samples=32, eval_samples=16, max_length=32, epochs=1,
+             batch_size=8, seeds="0", override=["train.max_steps=4"])
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--tasks", default="rte,mrpc,stsb,cola", help="GLUE tasks (default rte,mrpc,stsb,cola)")
+    p.add_argument("--methods", default=",".join(VARIANTS), help=f"subset of {','.join(VARIANTS)}")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--model", default="minilm", help="model config (default minilm, the packaged MiniLM)")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="folder of the official GLUE files")
+    p.add_argument("--train-samples", type=optional_int, default=None,
+                   help="seeded training subsample per task (default: the whole training set)")
+    p.add_argument("--eval-samples", type=optional_int, default=None, help="dev subsample (default: the whole dev set)")
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=10, help="training epochs of every method (default 10)")
+    p.add_argument("--search-epochs", type=int, default=None,
+                   help="AutoLoRA's search epochs (method.search.epochs; default: --epochs, the method's default)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (resolved once, recorded in the config)")
+    p.add_argument("--override", action="append", default=[], help="extra Hydra override for every run (repeatable)")
+    p.add_argument("--out", type=Path, default=REPO / "outputs" / "bench", help="output folder")
+    p.add_argument("--name", default=None, help="summary file stem (default quality, quality_quick with --quick)")
+    p.add_argument("--quick", action="store_true", help="tiny-roberta smoke configuration (a few steps)")
+    if p.parse_known_args(argv)[0].quick:  # the smoke settings become the defaults; flags still win
+        p.set_defaults(**QUICK)
+    args = p.parse_args(argv)
+    args.name = args.name or ("quality_quick" if args.quick else "quality")
+    return args
+
+
+def plan(args: argparse.Namespace) -> tuple[list[BenchRun], dict[str, Any]]:
+    """The runs, seed-major: a partial benchmark holds whole seeds."""
+    import torch
+
+    tasks = [glue_task(t) for t in parse_list(args.tasks, "--tasks")]
+    methods = parse_list(args.methods, "--methods")
+    bad = [m for m in methods if m not in VARIANTS]
+    if bad:
+        raise UserError(f"--methods {bad} unknown; accepted: {', '.join(VARIANTS)}")
+    seeds = parse_list(args.seeds, "--seeds", int)
+    if not args.data_dir.is_dir():
+        raise UserError(f"--data-dir {args.data_dir} is not a folder; point it at the official GLUE files "
+                        "(../shared/data/glue beside the repository)")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"--device {args.device!r} is not one of auto, cpu, cuda")
+    common = [f"model={args.model}", f"task.data_dir={args.data_dir.resolve()}", f"task.max_length={args.max_length}",
+              f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}", f"device={device}",
+              "logger.mode=disabled", "train.progress=false",
+              f"task.max_train_samples={args.train_samples or 'null'}",
+              f"task.max_eval_samples={args.eval_samples or 'null'}", *args.override]
+    search = [f"method.search.epochs={args.search_epochs}"] if args.search_epochs else []
+    tag = (f"{device}_n{args.train_samples or 'all'}_v{args.eval_samples or 'all'}_L{args.max_length}"
+           f"_e{args.epochs}_s{args.search_epochs or args.epochs}_b{args.batch_size}")
+    if args.override:
+        tag += "_x" + hashlib.sha1("\n".join(args.override).encode()).hexdigest()[:8]
+    root = args.out / "runs" / "quality" / tag
+    runs = [BenchRun({"task": t, "method": m, "seed": s},
+                     [f"task={t}", *common, *VARIANTS[m], *(search if m == "autolora" else []), f"seed={s}"],
+                     root / t / args.model / m / f"seed{s}")
+            for s in seeds for t in tasks for m in methods]
+    settings = {"tasks": tasks, "methods": methods, "seeds": seeds, "model": args.model,
+                "data_dir": str(args.data_dir.resolve()), "train_samples": args.train_samples,
+                "eval_samples": args.eval_samples, "max_length": args.max_length, "epochs": args.epochs,
+                "search_epochs": args.search_epochs or args.epochs, "batch_size": args.batch_size, "device": device,
+                "overrides": args.override, "runs_dir": str(root), "quick": args.quick}
+    return runs, settings
+
+
+def run_entry(rec: RunRecord) -> dict[str, Any]:
+    entry: dict[str, Any] = {**rec.key, "folder": str(rec.folder), "status": rec.status, "reused": rec.reused,
+                             "process": rec.process}
+    if rec.result is None:
+        return entry | {"error": rec.error}
+    r = rec.result
+    m = r["metrics"]
+    split = next(iter(m["best"]))
+    phases = r["phases"]
+    entry |= {"metric": m["primary"], "split": split, "best": m["best"][split], "final": m["final"][split],
+              "best_epoch": m["best_epoch"], "data": {k: v["n"] for k, v in r["data"].items()},
+              "params": r["params"],
+              "mean_rank": (sum(r["ranks"].values()) / len(r["ranks"])) if r.get("ranks") else None,
+              "cost_s": round(sum(phases[p]["wall_s"] for p in ("search", "train") if p in phases), 3)}
+    return entry
+
+
+def summarise(entries: list[dict[str, Any]], tasks: list[str], methods: list[str]) -> dict[str, Any]:
+    done = [e for e in entries if e["status"] == "completed"]
+    per_task: dict[str, dict[str, Any]] = {}
+    sizes: dict[str, dict[str, int]] = {}
+    for t in tasks:
+        per_task[t] = {}
+        for m in methods:
+            cell = [e for e in done if e["task"] == t and e["method"] == m]
+            if not cell:
+                per_task[t][m] = None
+                continue
+            metric = cell[0]["metric"]
+            names = sorted({k for e in cell for k in e["best"]})
+            per_task[t][m] = {
+                "metric": metric, "seeds": sorted(e["seed"] for e in cell),
+                "best": stats(e["best"][metric] for e in cell), "final": stats(e["final"][metric] for e in cell),
+                "best_all_metrics": {k: stats(e["best"].get(k) for e in cell) for k in names},
+                "trainable_params": statistics.median(e["params"]["trainable"] for e in cell),
+                "mean_rank": stats(e["mean_rank"] for e in cell),
+                "cost_s": stats(e["cost_s"] for e in cell)}
+            sizes.setdefault(t, cell[0]["data"])
+    complete = [t for t in tasks if all(per_task[t].get(m) for m in methods)]
+    average = {}
+    for m in methods:
+        for select in ("best", "final"):
+            vals = [per_task[t][m][select]["median"] for t in complete]
+            average.setdefault(m, {})[select] = statistics.fmean(vals) if vals else None
+        average[m]["tasks"] = complete
+    targets = {}
+    if "autolora" in methods:
+        for ref in TARGET_REFERENCES:
+            if ref in methods:
+                a, b = average["autolora"]["best"], average[ref]["best"]
+                targets[f"autolora_ge_{ref}"] = {"autolora": a, ref: b,
+                                                 "met": None if a is None or b is None else a >= b}
+    return {"per_task": per_task, "average": average, "targets": targets, "data_sizes": sizes}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    st = report["settings"]
+    tasks, methods = st["tasks"], st["methods"]
+    per_task, average = report["per_task"], report["average"]
+    header = ["method"] + [f"{t.removeprefix('glue/').upper()} ({_metric(per_task[t])})" for t in tasks] + ["avg"]
+    rows = []
+    for m in methods:
+        avg = average[m]["best"]
+        rows.append([LABELS[m]] + [fmt_stat(per_task[t][m]["best"] if per_task[t][m] else None, 100, 1)
+                                   for t in tasks] + ["-" if avg is None else f"{avg * 100:.1f}"])
+    sizes = "; ".join(f"{t.removeprefix('glue/').upper()} " + ", ".join(f"{k} {v}" for k, v in n.items())
+                      for t, n in report["data_sizes"].items())
+    lines = [f"# GLUE quality: {st['model']}", "",
+             f"Settings: train rows per task {st['train_samples'] or 'all (no subsample)'}, dev rows "
+             f"{st['eval_samples'] or 'all'}, max length {st['max_length']}, batch {st['batch_size']}, "
+             f"{st['epochs']} epoch(s), AutoLoRA search {st['search_epochs']} epoch(s), seeds {st['seeds']}, "
+             f"device {st['device']}." + (f" Extra overrides: {st['overrides']}." if st["overrides"] else ""),
+             f"Rows used: {sizes}.", "",
+             md_table(header, rows), "",
+             "Dev score x100 at the best epoch (the LoRA paper's convention); median [min–max] (n = seeds) "
+             "when n > 1. avg = mean over the tasks every method finished "
+             f"({', '.join(t.removeprefix('glue/') for t in average[methods[0]]['tasks']) or 'none'}).", ""]
+    final_rows = [[LABELS[m]] + [fmt_stat(per_task[t][m]["final"] if per_task[t][m] else None, 100, 1) for t in tasks]
+                  + ["-" if average[m]["final"] is None else f"{average[m]['final'] * 100:.1f}"] for m in methods]
+    lines += ["Final epoch:", "", md_table(header, final_rows), ""]
+    secondary = _secondary(per_task, tasks, methods)
+    if secondary:
+        lines += ["Other official metrics (best epoch, x100, median over seeds):", "",
+                  md_table(["method"] + [c for c, _ in secondary],
+                           [[LABELS[m]] + [fmt(m) for _, fmt in secondary] for m in methods]), ""]
+    for key, t in report["targets"].items():
+        verdict = "no data" if t["met"] is None else ("met" if t["met"] else "MISSED")
+        ref = key.removeprefix("autolora_ge_")
+        a, b = t["autolora"], t[ref]
+        value = "-" if a is None or b is None else f"{a * 100:.1f} vs {b * 100:.1f}"
+        lines.append(f"- Target AutoLoRA average >= {LABELS[ref]}: {value} ({verdict})")
+    failed = [e for e in report["runs"] if e["status"] != "completed"]
+    if failed:
+        lines += ["", "Failed runs:"] + [f"- {e['task']} {e['method']} seed {e['seed']}: {e.get('error')}"
+                                         for e in failed]
+    lines += ["", f"Machine: {machine_line(report['machine'])}; at the end {report['loadavg_end']}. "
+              f"Benchmark wall time {report['bench_wall_s']:.0f} s ({report['runs_computed']} run(s) computed, "
+              f"{report['runs_reused']} reused); the runs' process wall time {report['runs_process_wall_s']:.0f} s in all.",
+              "", f"Reproduce: `{report['command']}`", ""]
+    return "\n".join(lines)
+
+
+#: bookkeeping entries of a metrics dict, not scores
+NOT_METRICS = ("n", "loss")
+
+
+def _secondary(per_task: dict[str, Any], tasks: list[str], methods: list[str]) -> list[tuple[str, Any]]:
+    """Columns for the official metrics besides the primary one (MRPC F1, STS-B Pearson, ...)."""
+    columns = []
+    for t in tasks:
+        cells = [c for c in per_task[t].values() if c]
+        names = sorted({k for c in cells for k in c["best_all_metrics"]} - {_metric(per_task[t]), *NOT_METRICS})
+        for name in names:
+            def fmt(m: str, t: str = t, name: str = name) -> str:
+                cell = per_task[t][m]
+                return fmt_stat(cell["best_all_metrics"].get(name) if cell else None, 100, 1)
+            columns.append((f"{t.removeprefix('glue/').upper()} {name}", fmt))
+    return columns
+
+
+def _metric(cells: dict[str, Any]) -> str:
+    return next((c["metric"] for c in cells.values() if c), "?")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    try:
+        runs, settings = plan(args)
+        machine = machine_info()
+        start = time.perf_counter()
+        records = [run_one(run, REPO) for run in runs]
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    entries = [run_entry(r) for r in records]
+    report: dict[str, Any] = {"bench": "quality", "created": now(),
+                              "command": command_line("scripts/bench_quality.py", argv), "settings": settings,
+                              "machine": machine, "loadavg_end": machine_info()["loadavg"],
+                              "bench_wall_s": round(time.perf_counter() - start, 1),
+                              "runs_computed": sum(1 for r in records if not r.reused),
+                              "runs_reused": sum(1 for r in records if r.reused),
+                              # the runs' own process wall seconds, whenever they were computed
+                              "runs_process_wall_s": round(sum(r.process.get("wall_s") or 0 for r in records), 1),
+                              "runs": entries}
+    report |= summarise(entries, settings["tasks"], settings["methods"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out / f"{args.name}.json", report)
+    text = markdown(report)
+    atomic_write_text(args.out / f"{args.name}.md", text)
+    print(text)
+    return 1 if any(e["status"] != "completed" for e in entries) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""Benchmark runs: every configuration goes through the real pipeline, each in its own folder.
+
+    folder = <out>/runs/<bench>/<settings tag>/<task>/<model>/<variant>/seed<N>
+    if folder/result.json was written by the same config (hash)   -> reuse it (resumable)
+    else  python run.py <overrides> hydra.run.dir=<folder>         -> a fresh process per run
+
+A fresh process per run, because on CPU the pipeline records the peak resident set of the
+whole process (``ru_maxrss``): runs sharing one process would inherit each other's peaks. A
+crash then costs one run, not the benchmark. Next to each run's result.json the benchmark keeps
+``bench.json`` (process wall and CPU seconds, load averages before and after), so a reused run
+still reports how it was measured.
+
+Also here: the machine record printed next to every figure, statistics over seeds and Markdown
+tables. Used by scripts/bench_cost.py and scripts/bench_quality.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from autolora_exp import results
+from autolora_exp.errors import UserError
+
+#: sidecar written next to result.json by a benchmark run
+BENCH_FILE = "bench.json"
+LOG_FILE = "bench.log"
+
+#: environment of every benchmark run: offline, no W&B, no tokenizer thread pools
+RUN_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled",
+           "TOKENIZERS_PARALLELISM": "false"}
+
+
+def glue_task(name: str) -> str:
+    """``rte`` or ``glue/rte`` -> ``glue/rte`` (the Hydra task option)."""
+    short = name.removeprefix("glue/").lower()
+    known = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte")
+    if short not in known:
+        raise UserError(f"task {name!r} is not a GLUE task; accepted: {', '.join(known)}")
+    return f"glue/{short}"
+
+
+def parse_list(text: str, what: str, cast: type = str) -> list[Any]:
+    """``"a,b,c"`` -> ``[a, b, c]`` (cast), refusing an empty list."""
+    items = [x.strip() for x in str(text).split(",") if x.strip()]
+    if not items:
+        raise UserError(f"{what} is empty; give a comma-separated list")
+    try:
+        return [cast(x) for x in items]
+    except ValueError:
+        raise UserError(f"{what}={text!r} is not a comma-separated list of {cast.__name__}") from None
+
+
+def optional_int(text: str) -> int | None:
+    """argparse type: an integer, or ``none``/``full`` for no limit."""
+    if str(text).lower() in ("none", "full", "all"):
+        return None
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def compose_config(overrides: list[str], output_dir: Path, conf_dir: Path) -> Any:
+    """The app config exactly as ``python run.py <overrides>`` composes it (Hydra compose API)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf import open_dict
+
+    from autolora_exp.schema import register
+
+    register()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir.resolve()), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=list(overrides))
+    except HydraException as err:  # a bad override names itself; one line for the user
+        raise UserError(f"config {' '.join(overrides)!r} does not compose: {str(err).splitlines()[0]}") from None
+    finally:
+        GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        cfg.output_dir = str(output_dir)
+    return cfg
+
+
+def config_digest(overrides: list[str], output_dir: Path, conf_dir: Path) -> str:
+    """The config hash pipeline.run will record for these overrides (see results.config_hash)."""
+    from omegaconf import OmegaConf
+
+    cfg = compose_config(overrides, output_dir, conf_dir)
+    return results.config_hash(OmegaConf.to_container(cfg, resolve=True))
+
+
+@dataclass
+class BenchRun:
+    """One configuration of a benchmark: what identifies it, its overrides, its folder."""
+
+    key: dict[str, Any]
+    overrides: list[str]
+    folder: Path
+
+
+@dataclass
+class RunRecord:
+    key: dict[str, Any]
+    folder: Path
+    #: completed | failed
+    status: str
+    #: True when a finished result.json of the same config was reused (nothing recomputed)
+    reused: bool = False
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    #: {"wall_s", "cpu_s", "loadavg_before", "loadavg_after", "started", "command"} of the process
+    process: dict[str, Any] = field(default_factory=dict)
+
+
+def run_one(run: BenchRun, repo: Path, python: str = sys.executable, echo: bool = True) -> RunRecord:
+    """Reuse the run's finished result.json (same config hash) or run it in a fresh process."""
+    conf_dir = repo / "conf"
+    digest = config_digest(run.overrides, run.folder, conf_dir)
+    finished = results.finished_result(run.folder, digest)
+    if finished is not None:
+        if echo:
+            print(f"[bench] reuse {run.folder}", flush=True)
+        return RunRecord(run.key, run.folder, "completed", reused=True, result=finished,
+                         process=_read_json(run.folder / BENCH_FILE).get("process", {}))
+
+    run.folder.mkdir(parents=True, exist_ok=True)
+    cmd = [python, str(repo / "run.py"), *run.overrides, f"hydra.run.dir={run.folder}"]
+    env = os.environ | RUN_ENV
+    if echo:
+        print(f"[bench] run  {' '.join(run.overrides)}", flush=True)
+    process: dict[str, Any] = {"command": shlex.join(cmd[1:]), "started": results.now(),
+                               "loadavg_before": _loadavg()}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    with open(run.folder / LOG_FILE, "w", encoding="utf-8") as log:
+        rc = subprocess.run(cmd, cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # the child's CPU seconds (user + system, all its threads): less sensitive to other jobs
+    # on shared cores than wall time, though still not immune (cache, memory bandwidth)
+    process.update(wall_s=round(time.perf_counter() - start, 3), returncode=rc, loadavg_after=_loadavg(),
+                   cpu_s=round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 3))
+    result = _read_json(run.folder / results.RESULT_FILE) if rc == 0 else {}
+    if rc != 0 or result.get("status") != "completed":
+        failed = _read_json(run.folder / results.FAILED_FILE)
+        error = failed.get("error") or _tail(run.folder / LOG_FILE) or f"exit status {rc}"
+        if echo:
+            print(f"[bench] FAILED ({rc}): {error}  (log: {run.folder / LOG_FILE})", flush=True)
+        return RunRecord(run.key, run.folder, "failed", error=error, process=process)
+    if result.get("config_hash") != digest:  # compose here and in run.py disagree: say so, keep going
+        process["warning"] = f"config hash {result.get('config_hash')} != composed {digest}"
+    results.atomic_write_json(run.folder / BENCH_FILE, {"key": run.key, "config_hash": digest, "process": process})
+    return RunRecord(run.key, run.folder, "completed", result=result, process=process)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
+def _loadavg() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def machine_info() -> dict[str, Any]:
+    """What the figures were measured on: CPU model, cores, memory, accelerator, load now."""
+    import torch
+
+    cpu = platform.processor() or None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem_gb = round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu_model": cpu, "nproc": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
+            "mem_total_gb": mem_gb, "gpu": gpu, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "platform": platform.platform(), "loadavg": _loadavg(),
+            "git_commit": results.git_commit()}
+
+
+def machine_line(machine: dict[str, Any]) -> str:
+    """One line for a Markdown summary."""
+    where = machine.get("gpu") or f"CPU only ({machine.get('cpu_model')})"
+    return (f"{where}; {machine.get('nproc')} cores, {machine.get('mem_total_gb')} GiB RAM, "
+            f"torch {machine.get('torch')} ({machine.get('torch_threads')} threads); "
+            f"load average (1/5/15 min) when this summary started {machine.get('loadavg')}")
+
+
+def stats(values: Iterable[float]) -> dict[str, Any] | None:
+    """Median, min, max, mean, sample standard deviation (None for one value) and n."""
+    xs = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not xs:
+        return None
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "mean": statistics.fmean(xs),
+            "std": statistics.stdev(xs) if len(xs) > 1 else None, "n": len(xs)}
+
+
+def fmt_stat(s: dict[str, Any] | None, scale: float = 1.0, digits: int = 2) -> str:
+    """``median [min-max] (n)``, or the value alone for one seed; ``-`` when missing."""
+    if not s:
+        return "-"
+    med = f"{s['median'] * scale:.{digits}f}"
+    if s["n"] == 1:
+        return med
+    return f"{med} [{s['min'] * scale:.{digits}f}–{s['max'] * scale:.{digits}f}] (n={s['n']})"
+
+
+def md_table(header: list[str], rows: list[list[Any]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def command_line(script: str, argv: list[str]) -> str:
+    return shlex.join(["python", script, *argv])

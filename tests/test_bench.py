@@ -1,0 +1,247 @@
+"""scripts/bench_cost.py and scripts/bench_quality.py: plans, summaries, and --quick end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from autolora_exp import bench
+from autolora_exp.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_script_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def cost():
+    return load_script("bench_cost")
+
+
+@pytest.fixture(scope="module")
+def quality():
+    return load_script("bench_quality")
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+
+def test_glue_task_and_lists():
+    assert bench.glue_task("RTE") == "glue/rte" and bench.glue_task("glue/stsb") == "glue/stsb"
+    with pytest.raises(UserError, match="accepted: cola"):
+        bench.glue_task("imdb")
+    assert bench.parse_list("0, 1,2", "--seeds", int) == [0, 1, 2]
+    with pytest.raises(UserError, match="--seeds"):
+        bench.parse_list("a,b", "--seeds", int)
+    with pytest.raises(UserError, match="empty"):
+        bench.parse_list(" , ", "--tasks")
+    assert bench.optional_int("none") is None and bench.optional_int("64") == 64
+
+
+def test_stats_median_spread_and_single_seed():
+    s = bench.stats([0.5, 0.7, 0.6, float("nan")])
+    assert s["median"] == pytest.approx(0.6) and (s["min"], s["max"], s["n"]) == (0.5, 0.7, 3)
+    assert s["std"] == pytest.approx(0.1)
+    one = bench.stats([2.0])
+    assert one["std"] is None and bench.fmt_stat(one) == "2.00"
+    assert bench.fmt_stat(s, 100, 1) == "60.0 [50.0–70.0] (n=3)"
+    assert bench.stats([]) is None and bench.fmt_stat(None) == "-"
+
+
+def test_compose_digest_matches_what_the_pipeline_records(tmp_path):
+    """The skip check hashes the config exactly as pipeline.run does (output_dir is not hashed)."""
+    from omegaconf import OmegaConf
+
+    from autolora_exp import results
+
+    overrides = ["debug=default", "model=tiny-roberta", "method=lora", "method.r=2"]
+    a = bench.config_digest(overrides, tmp_path / "a", REPO / "conf")
+    b = bench.config_digest(overrides, tmp_path / "b", REPO / "conf")
+    cfg = bench.compose_config(overrides, tmp_path / "a", REPO / "conf")
+    assert a == b == results.config_hash(OmegaConf.to_container(cfg, resolve=True))
+    assert a != bench.config_digest(overrides[:-1] + ["method.r=4"], tmp_path / "a", REPO / "conf")
+    with pytest.raises(UserError, match="does not compose"):
+        bench.compose_config(["method.rr=4"], tmp_path, REPO / "conf")
+
+
+def test_machine_info_names_cpu_cores_and_load():
+    m = bench.machine_info()
+    assert m["nproc"] >= 1 and m["torch"] and isinstance(m["loadavg"], list)
+    assert str(m["nproc"]) in bench.machine_line(m)
+
+
+# ---- bench_cost ---------------------------------------------------------------------------------
+
+
+def test_cost_plan_gives_every_method_the_same_data_and_schedule(cost, tmp_path, shared_data):
+    args = cost.parse_args(["--train-samples", "64", "--epochs", "2", "--search-epochs", "1", "--seeds", "0,1",
+                            "--grid", "1,4", "--out", str(tmp_path), "--device", "cpu"])
+    runs, settings = cost.plan(args)
+    assert [(r.key["seed"], r.key["method"]) for r in runs][:4] == [(0, m) for m in cost.METHODS]
+    assert len(runs) == 8 and len({r.folder for r in runs}) == 8
+    shared = [o for o in runs[0].overrides if not o.startswith(("method", "seed"))]
+    for r in runs:
+        assert all(o in r.overrides for o in shared)  # same task, data, epochs, batch, length, device
+    by = {r.key["method"]: r.overrides for r in runs if r.key["seed"] == 0}
+    assert "method.search.epochs=1" in by["autolora"] and "method.ranks=[1,4]" in by["lora_grid"]
+    assert "method.r=4" in by["lora"] and settings["search_epochs"] == 1
+    assert all("task.max_train_samples=64" in o for o in by.values())
+
+
+def test_cost_bad_method_and_bad_override_fail_in_one_line(cost, tmp_path, shared_data, capsys):
+    with pytest.raises(UserError, match="accepted: adalora"):
+        cost.plan(cost.parse_args(["--methods", "lora,dora", "--out", str(tmp_path)]))
+    assert cost.main(["--override", "train.nope=1", "--methods", "lora", "--out", str(tmp_path)]) == 2
+    assert "does not compose" in capsys.readouterr().err
+
+
+def _cost_entry(method, seed, search_s, train_s, peak, steps=0, train_steps=10, d_tr=64):
+    return {"method": method, "seed": seed, "status": "completed", "process": {"wall_s": search_s + train_s + 5,
+                                                                                "cpu_s": (search_s + train_s) / 2},
+            "metric": {"best": 0.5},
+            "cost": {"search_s": search_s, "train_s": train_s, "cost_s": search_s + train_s, "peak_mb": peak,
+                     "peak_extra_mb": peak / 2, "search_steps": steps, "train_steps": train_steps,
+                     "passes_per_iteration": 5 if steps else None},
+            "search": {"split": {"d_tr": {"rows": d_tr}}} if steps else None}
+
+
+def test_cost_ratios_targets_and_search_epoch_extrapolation(cost):
+    entries = []
+    for seed, scale in ((0, 1.0), (1, 2.0)):  # a slower machine for seed 1: ratios must not move
+        entries += [_cost_entry("adalora", seed, 0, 10 * scale, 1000),
+                    _cost_entry("lora", seed, 0, 9 * scale, 900),
+                    _cost_entry("lora_grid", seed, 25 * scale, 10 * scale, 1100, steps=20),
+                    _cost_entry("autolora", seed, 20 * scale, 10 * scale, 1200, steps=4, d_tr=64)]
+    out = cost.summarise(entries, list(cost.METHODS), batch_size=16)
+    assert out["summary"]["autolora"]["ratio_to_adalora"]["median"] == pytest.approx(3.0)
+    assert out["summary"]["lora"]["ratio_to_adalora"]["median"] == pytest.approx(0.9)
+    assert out["summary"]["autolora"]["memory_ratio_to_adalora"]["median"] == pytest.approx(1.2)
+    assert out["targets"]["autolora_vs_lora_grid"]["ratio_median"] == pytest.approx(30 / 35)
+    assert out["targets"]["autolora_vs_lora_grid"]["met"] is False
+    assert out["targets"]["autolora_vs_adalora"]["met"] is False
+    assert out["targets"]["autolora_vs_adalora"]["process_cpu_ratio"]["median"] == pytest.approx(3.0)
+    d = out["diagnosis"]
+    # 4 iterations = 1 epoch of 64 rows at batch 16; 20 s per epoch; budget 1.5 * 10 - 10 = 5 s
+    assert d["search_epochs_measured"]["median"] == pytest.approx(1.0)
+    assert d["search_epochs_to_meet"]["autolora_vs_adalora"]["median"] == pytest.approx(0.25)
+    assert d["search_epochs_to_meet"]["autolora_vs_lora_grid"]["median"] == pytest.approx((0.35 * 35 - 10) / 20)
+    assert d["search_share"]["median"] == pytest.approx(20 / 30) and d["passes_per_iteration"] == [5]
+
+
+def test_cost_summary_tolerates_a_missing_reference(cost):
+    entries = [_cost_entry("autolora", 0, 20, 10, 1200, steps=4),
+               {"method": "adalora", "seed": 0, "status": "failed", "error": "boom", "process": {}}]
+    out = cost.summarise(entries, list(cost.METHODS), batch_size=16)
+    assert out["targets"]["autolora_vs_adalora"]["met"] is None
+    assert out["summary"]["adalora"]["cost_s"] is None
+
+
+# ---- bench_quality ------------------------------------------------------------------------------
+
+
+def test_quality_plan_is_seed_major_with_one_folder_per_run(quality, tmp_path, shared_data):
+    args = quality.parse_args(["--tasks", "rte,stsb", "--seeds", "0,1", "--search-epochs", "1",
+                               "--out", str(tmp_path), "--device", "cpu"])
+    runs, settings = quality.plan(args)
+    assert len(runs) == 2 * 2 * 5 and len({r.folder for r in runs}) == len(runs)
+    assert {r.key["seed"] for r in runs[:10]} == {0}
+    lora8 = next(r for r in runs if r.key["method"] == "lora_r8")
+    assert "method.r=8" in lora8.overrides and "task.max_train_samples=null" in lora8.overrides
+    auto = next(r for r in runs if r.key["method"] == "autolora")
+    assert "method.search.epochs=1" in auto.overrides
+    assert not any("search" in o for o in lora8.overrides)
+    assert settings["tasks"] == ["glue/rte", "glue/stsb"]
+
+
+def _q_entry(task, method, seed, value, metric="accuracy"):
+    return {"task": task, "method": method, "seed": seed, "status": "completed", "metric": metric,
+            "best": {metric: value, "loss": 0.1}, "final": {metric: value - 0.01}, "data": {"train": 64},
+            "params": {"trainable": 100}, "mean_rank": None, "cost_s": 1.0}
+
+
+def test_quality_median_spread_average_and_targets(quality):
+    methods = ["lora_r4", "adalora", "autolora"]
+    entries = []
+    for seed, noise in enumerate((0.0, 0.02, -0.02)):
+        entries += [_q_entry("glue/rte", "lora_r4", seed, 0.60 + noise), _q_entry("glue/rte", "adalora", seed, 0.62 + noise),
+                    _q_entry("glue/rte", "autolora", seed, 0.64 + noise),
+                    _q_entry("glue/stsb", "lora_r4", seed, 0.80 + noise, "spearmanr"),
+                    _q_entry("glue/stsb", "adalora", seed, 0.82 + noise, "spearmanr"),
+                    _q_entry("glue/stsb", "autolora", seed, 0.78 + noise, "spearmanr")]
+    entries.append(_q_entry("glue/cola", "lora_r4", 0, 0.3, "matthews_correlation"))  # cola incomplete
+    out = quality.summarise(entries, ["glue/rte", "glue/stsb", "glue/cola"], methods)
+    rte = out["per_task"]["glue/rte"]["autolora"]
+    assert rte["best"]["median"] == pytest.approx(0.64) and rte["best"]["min"] == pytest.approx(0.62)
+    assert rte["final"]["median"] == pytest.approx(0.63) and rte["best"]["n"] == 3
+    assert out["per_task"]["glue/cola"]["adalora"] is None
+    avg = out["average"]
+    assert avg["autolora"]["tasks"] == ["glue/rte", "glue/stsb"]  # the tasks every method finished
+    assert avg["autolora"]["best"] == pytest.approx(0.71) and avg["adalora"]["best"] == pytest.approx(0.72)
+    assert out["targets"]["autolora_ge_lora_r4"]["met"] is True
+    assert out["targets"]["autolora_ge_adalora"]["met"] is False
+
+
+# ---- end to end (subprocess runs of the real pipeline) ------------------------------------------
+
+
+@pytest.mark.slow
+def test_cost_quick_writes_json_and_reuses_finished_runs(cost, tmp_path, shared_data):
+    assert cost.main(["--quick", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "cost_quick.json").read_text())
+    for key in ("settings", "machine", "runs", "summary", "targets", "diagnosis", "bench_wall_s", "loadavg_end"):
+        assert key in report
+    assert report["runs_computed"] == 4 and report["settings"]["model"] == "tiny-roberta"
+    for m in cost.METHODS:
+        s = report["summary"][m]
+        assert s["cost_s"]["median"] > 0 and s["peak_mb"]["median"] > 0 and s["ratio_to_adalora"]["n"] == 1
+    auto = next(e for e in report["runs"] if e["method"] == "autolora")
+    # one search epoch over D_tr = 16 of the 32 rows at batch 8 (max_steps = 4 does not bind)
+    assert auto["cost"]["search_s"] > 0 and auto["cost"]["search_steps"] == 2
+    assert auto["search"]["split"]["d_tr"]["rows"] == 16
+    assert auto["cost"]["passes_per_iteration"] >= 2 and auto["process"]["cpu_s"] > 0
+    grid = next(e for e in report["runs"] if e["method"] == "lora_grid")
+    assert set(grid["grid"]["per_rank"]) == {"1", "2"} and grid["cost"]["search_s"] > 0
+    assert report["summary"]["adalora"]["ratio_to_adalora"]["median"] == pytest.approx(1.0)
+    assert set(report["targets"]) == {"autolora_vs_lora_grid", "autolora_vs_adalora"}
+    assert "Reproduce" in (tmp_path / "cost_quick.md").read_text()
+    # resumable: a second call recomputes nothing and reports the same costs
+    assert cost.main(["--quick", "--out", str(tmp_path)]) == 0
+    again = json.loads((tmp_path / "cost_quick.json").read_text())
+    assert again["runs_reused"] == 4 and again["runs_computed"] == 0
+    assert again["summary"]["autolora"]["cost_s"] == report["summary"]["autolora"]["cost_s"]
+    assert next(e for e in again["runs"] if e["method"] == "autolora")["process"]["cpu_s"] > 0
+
+
+@pytest.mark.slow
+def test_quality_quick_writes_json_with_official_metrics(quality, tmp_path, shared_data):
+    argv = ["--quick", "--methods", "lora_r4,adalora,autolora", "--out", str(tmp_path)]
+    assert quality.main(argv) == 0
+    report = json.loads((tmp_path / "quality_quick.json").read_text())
+    for key in ("settings", "machine", "runs", "per_task", "average", "targets", "data_sizes"):
+        assert key in report
+    cell = report["per_task"]["glue/rte"]["autolora"]
+    assert cell["metric"] == "accuracy" and 0.0 <= cell["best"]["median"] <= 1.0
+    assert report["data_sizes"]["glue/rte"] == {"train": 32, "validation": 16}
+    assert report["average"]["autolora"]["tasks"] == ["glue/rte"]
+    assert set(report["targets"]) == {"autolora_ge_lora_r4", "autolora_ge_adalora"}
+    assert all(t["met"] in (True, False) for t in report["targets"].values())
+
+
+@pytest.mark.slow
+def test_a_failed_run_is_recorded_and_the_benchmark_goes_on(tmp_path):
+    run = bench.BenchRun({"method": "lora", "seed": 0},
+                         ["debug=default", "model=tiny-roberta", "task=glue/rte", f"task.data_dir={tmp_path / 'none'}"],
+                         tmp_path / "run")
+    rec = bench.run_one(run, REPO, echo=False)
+    assert rec.status == "failed" and str(tmp_path / "none") in rec.error
+    assert rec.process["returncode"] != 0 and (tmp_path / "run" / "failed.json").exists()
