@@ -310,3 +310,11 @@ def test_adapter_rejects_bad_config():
                                                                  n_heads=2, hidden_dim=37))
     with pytest.raises(UserError, match="model type 'distilbert' is not supported"):
         adapter_sites(other)
+
+
+def test_adalora_schedule_too_short_to_budget_is_refused(make_cfg):
+    from autolora_exp.errors import UserError
+    from autolora_exp.pipeline import run
+
+    with pytest.raises(UserError, match="no budgeting phase"):
+        run(make_cfg("debug=default", "model=tiny-roberta", "method=adalora", "train.max_steps=2"))

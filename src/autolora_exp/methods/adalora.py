@@ -170,9 +170,10 @@ class AdaLoRA(Method):
                             f"the budget would never reach target_r; set it to null (the planned steps)")
         tinit = resolve_steps(self.tinit, total, "tinit")
         tfinal = resolve_steps(self.tfinal, total, "tfinal")
-        if tinit >= total - tfinal:
+        # the final mask needs sensitivity scores, collected from step tinit + 1 on
+        if tinit + 1 >= total - tfinal:
             raise UserError(f"AdaLoRA schedule tinit={tinit}, tfinal={tfinal} steps leaves no budgeting phase "
-                            f"in total_step={total}: decrease method.tinit / method.tfinal")
+                            f"in total_step={total}: train longer or decrease method.tinit / method.tfinal")
         tuner = self._tuner(model)
         # update_and_allocate reads the model's config, the RankAllocator its own reference (the
         # same object in peft 0.21.2); set both so neither can keep the placeholder.
