@@ -71,11 +71,13 @@ class PhaseTimer:
         self.current = name
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         try:
             yield record
         finally:
             record["wall_s"] = round(time.perf_counter() - start, 3)
+            # CPU seconds of this process: comparable across runs on a shared machine
+            record["cpu_s"] = round(time.process_time() - cpu, 3)
             if self.device.type == "cuda":
                 record["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
             else:  # process-lifetime peak resident set (Linux reports KiB)
