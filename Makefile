@@ -17,3 +17,51 @@ test-slow:  ## the longer end-to-end checks
 
 demo:  ## the whole pipeline on the embedded offline default (packaged MiniLM on BBC News)
 	$(PYTHON) run.py
+
+# Benchmarks (issue 9): every run goes through run.py into outputs/bench/runs/...; finished runs
+# are reused, so a target can be stopped and rerun to resume. Pass settings through the *_ARGS
+# variables, e.g. make bench-quality BENCH_QUALITY_ARGS="--tasks rte,mrpc --seeds 0".
+.PHONY: bench bench-cost bench-quality
+BENCH_OUT ?= outputs/bench
+BENCH_COST_ARGS ?=
+BENCH_QUALITY_ARGS ?=
+
+bench: bench-cost bench-quality  ## both benchmarks (JSON + Markdown summaries in outputs/bench/)
+
+bench-cost:  ## end-to-end cost of AutoLoRA vs AdaLoRA, LoRA r=4 and the LoRA rank grid (MiniLM, RTE)
+	$(PYTHON) scripts/bench_cost.py --out $(BENCH_OUT) $(BENCH_COST_ARGS)
+
+bench-quality:  ## MiniLM on GLUE RTE, MRPC, STS-B, CoLA: full FT, LoRA r=4/8, AdaLoRA, AutoLoRA, 3 seeds
+	$(PYTHON) scripts/bench_quality.py --out $(BENCH_OUT) $(BENCH_QUALITY_ARGS)
+
+# Paper experiments (issue 8): one sweep per table or figure (conf/experiment/), then the tables
+# from the result files (scripts/make_tables.py). A re-launched sweep skips finished runs, so a
+# target can be stopped and rerun to resume. On a SLURM cluster, in tmux/screen:
+#   make -k -j8 paper LAUNCHER=hydra/launcher=slurm SWEEP_ARGS=hydra.launcher.partition=gpu
+# (the launching processes wait for their job arrays; -k goes on past a sweep with failed runs).
+.PHONY: tables paper reproduce-mini
+RESULTS ?= outputs/multirun
+TABLES ?= outputs/tables
+SELECT ?= best
+LAUNCHER ?=
+SWEEP_ARGS ?=
+PAPER_EXPERIMENTS = table1_glue figure2_roberta_large table2_nlg table3_bionlp table4_ablations \
+	table5_cost figure3_ranks
+MINI_EXPERIMENTS = $(addprefix mini/,$(PAPER_EXPERIMENTS)) mini/figure3_ranks_nlg
+
+tables:  ## every table (Markdown, LaTeX) and figure (PNG) from the runs under $(RESULTS) -> $(TABLES)
+	$(PYTHON) scripts/make_tables.py $(RESULTS) --out $(TABLES) --select $(SELECT)
+
+sweep-%:  ## one paper sweep, e.g. make sweep-table1_glue LAUNCHER=hydra/launcher=slurm (mini: reproduce-mini)
+	$(PYTHON) run.py -m experiment=$* $(LAUNCHER) $(SWEEP_ARGS)
+
+paper: $(addprefix sweep-,$(PAPER_EXPERIMENTS))  ## every paper sweep (use -j with a cluster launcher), then the tables
+	$(MAKE) tables
+
+reproduce-mini:  ## every experiment's mini variant on CPU (real data from ../shared/data), then the tables
+	@status=0; for e in $(MINI_EXPERIMENTS); do \
+	  echo "== sweep experiment=$$e"; \
+	  $(PYTHON) run.py -m experiment=$$e $(LAUNCHER) $(SWEEP_ARGS) || { status=1; \
+	    echo "== $$e: some runs failed; their failed.json are listed in the tables"; }; \
+	done; \
+	$(PYTHON) scripts/make_tables.py $(RESULTS) --out $(TABLES) --select $(SELECT) && exit $$status

@@ -1,0 +1,74 @@
+"""Table 1 (every method on GLUE) and Table 4 (AutoLoRA's ablations on GLUE).
+
+Rows are methods with their trainable parameters, columns the eight GLUE tasks and their
+average. A cell is the median over seeds of the task's metric x100 (CoLA: Matthews
+correlation, STS-B: Spearman, the others: accuracy; MNLI: matched), with its min-max range
+and the number of seeds. Avg is the mean over tasks of the per-task medians, as the LoRA
+paper's Avg. column; with a task missing it is the mean over the tasks present, marked †.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from statistics import fmean
+
+from autolora_exp.tables.layout import (ABLATIONS, BASELINES, GLUE_TASKS, entry, method_label,
+                                        missing_cells, models_of, ordered, params_entry, rows_of, task_label)
+from autolora_exp.tables.load import Collection, Stat
+from autolora_exp.tables.render import Entry, Missing, Table, Value
+from autolora_exp.tables.section import Section
+
+#: AutoLoRA's GLUE average as the paper reports it (RoBERTa-base, Table 1); the only paper
+#: number the tables show, as a reference row of the full-scale Table 1
+PAPER_AUTOLORA_GLUE_AVG = 85.5
+
+
+def glue_table(col: Collection, experiment: str, model: str, methods: Sequence[str], title: str,
+               reference_row: bool = False) -> Table:
+    tasks = ordered({k[1] for k in col.cells()} | {k[1] for k in col.failed_cells()}, GLUE_TASKS)
+    header = ["Method", "Params"] + [task_label(t) for t in tasks] + ["Avg."]
+    rows: list[list[Entry]] = []
+    partial = False
+    for method, variant in rows_of(col, methods):
+        keys = [(experiment, t, model, method, variant) for t in tasks]
+        cells = [entry(col, k) for k in keys]
+        medians = [c.stat.median for c in cells if isinstance(c, Value)]
+        avg: Entry = Missing()
+        if medians:
+            complete = len(medians) == len(tasks)
+            partial |= not complete
+            avg = Value(Stat((fmean(medians),), (0,)), scale=100.0, spread=False, mark="" if complete else "†")
+        rows.append([method_label(method, variant), params_entry(col, keys), *cells, avg])
+    notes = [f"Model: {model}. Median over seeds of the dev score x100 [min–max], n = seeds; "
+             "CoLA: Matthews correlation, STS-B: Spearman, others: accuracy (MNLI: matched).",
+             "Avg.: mean over tasks of the per-task medians."]
+    if partial:
+        notes.append("†: mean over the tasks present only (a task is missing or failed).")
+    table = Table(title, header, rows, notes)
+    if reference_row:
+        table.rules_after.append(len(rows) - 1)
+        table.rows.append(["AutoLoRA (paper, reported)", "", *([""] * len(tasks)), f"{PAPER_AUTOLORA_GLUE_AVG:.1f}"])
+        table.notes.append("Last row: the GLUE average the AutoLoRA paper reports for RoBERTa-base; "
+                           "its per-task numbers are not reproduced here.")
+    return table
+
+
+def _section(col: Collection, experiment: str, methods: Sequence[str], title: str, reference: bool) -> Section:
+    section = Section(experiment, title, failures=list(col.failures), runs=len(col.runs))
+    for model in models_of(col):
+        sub = Collection([r for r in col.runs if r.model == model], [f for f in col.failures if f.model == model])
+        is_paper_model = model == "roberta-base" and not experiment.startswith("mini/")
+        section.tables.append(glue_table(sub, experiment, model, methods, f"{title} ({model})",
+                                         reference_row=reference and is_paper_model))
+        tasks = ordered({k[1] for k in sub.cells()} | {k[1] for k in sub.failed_cells()}, GLUE_TASKS)
+        section.missing += missing_cells(sub, [(experiment, t, model, m, v) for m, v in rows_of(sub, methods)
+                                               for t in tasks])
+    return section
+
+
+def table1(col: Collection, experiment: str) -> Section:
+    return _section(col, experiment, BASELINES, "Table 1: GLUE, every method", reference=True)
+
+
+def table4(col: Collection, experiment: str) -> Section:
+    return _section(col, experiment, ABLATIONS, "Table 4: AutoLoRA ablations on GLUE", reference=False)

@@ -1,0 +1,64 @@
+"""Figure 3: the rank AutoLoRA learns for every LoRA layer (QQP, MNLI, E2E in the paper).
+
+One heatmap per (task, model, method) with a search: projections x blocks, each cell the
+layer's rank. Over seeds a layer's rank is summarised by its lower median (an observed rank,
+so the map still shows integers); the title says how many seeds. A table gives the mean
+learned rank per run (the statistic the authors' recorded searches report), aggregated over
+seeds.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from statistics import median_low
+
+from autolora_exp.plots import rank_heatmap
+from autolora_exp.tables.layout import Fmt, entry, method_label, ordered, task_label
+from autolora_exp.tables.load import Collection, Run
+from autolora_exp.tables.render import Entry, Missing, Table
+from autolora_exp.tables.section import Section
+
+FIGURE3_TASKS = ("glue/qqp", "glue/mnli", "e2e")
+
+
+def median_ranks(runs: list[Run]) -> dict[str, int]:
+    """Per layer, the lower median of the ranks the runs' searches found."""
+    layers = sorted({layer for run in runs for layer in (run.ranks or {})})
+    return {layer: median_low([run.ranks[layer] for run in runs if run.ranks and layer in run.ranks])
+            for layer in layers}
+
+
+def heatmap_png(path: Path, ranks: dict[str, int], title: str) -> Path:
+    return rank_heatmap(ranks, path, title=title)
+
+
+def figure3(col: Collection, experiment: str) -> Section:
+    title = "Figure 3: learned ranks"
+    section = Section(experiment, title, failures=list(col.failures), runs=len(col.runs))
+    cells, failed = col.cells(), col.failed_cells()
+    keys = sorted(set(cells) | set(failed))
+    tasks = ordered({k[1] for k in keys}, FIGURE3_TASKS)
+    rows: list[list[Entry]] = []
+    for task in tasks:
+        task_keys = [k for k in keys if k[1] == task]
+        if not task_keys:
+            rows.append([task_label(task), "–", "AutoLoRA", Missing()])
+            section.missing.append(f"{task_label(task)} | any model | AutoLoRA")
+            continue
+        for key in task_keys:
+            _, _, model, method, variant = key
+            searched = [r for r in cells.get(key, []) if r.ranks]
+            label = method_label(method, variant)
+            rows.append([task_label(task), model, label, entry(col, key, value="mean_rank", fmt=Fmt(1, 2))])
+            if searched:
+                ranks = median_ranks(searched)
+                name = f"figure3_{task.replace('/', '-')}_{model}_{method}.png"
+                section.figures[name] = partial(
+                    heatmap_png, ranks=ranks,
+                    title=f"{task_label(task)} | {model} | {label} | n={len(searched)}")
+    section.tables.append(Table(title + ": mean rank per layer", ["Task", "Model", "Method", "Mean rank"], rows,
+                                ["Mean over the LoRA layers of the rank the search found (k = 8: ranks 1..8), "
+                                 "median over seeds [min–max], n = seeds. The heatmaps show each layer's "
+                                 "lower-median rank over the seeds."]))
+    return section
