@@ -20,6 +20,13 @@ register()
 log = logging.getLogger("autolora_exp")
 
 
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     from autolora_exp.pipeline import run
@@ -34,6 +41,8 @@ def main(cfg: DictConfig) -> float | None:
             result = None
         except (UserError, NonFiniteLossError) as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
+            if in_multirun():
+                return None  # failed.json is written; the sweep goes on with its other jobs
             sys.exit(2 if isinstance(err, UserError) else 1)
     if result is None:
         stop.finish()  # hands the signal on (submitit requeues the job) or exits 128 + signal

@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--epochs", type=int, default=3, help="training epochs of every method (and of each grid rank)")
     p.add_argument("--search-epochs", type=int, default=None,
-                   help="AutoLoRA's search epochs (method.search.epochs; default: --epochs, the method's default)")
+                   help="AutoLoRA's search epochs (method.search.epochs; default: --epochs)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--grid", default="1,2,4,8,16", help="ranks of the LoRA grid (default 1,2,4,8,16)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")

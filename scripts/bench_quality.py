@@ -72,7 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--epochs", type=int, default=10, help="training epochs of every method (default 10)")
     p.add_argument("--search-epochs", type=int, default=None,
-                   help="AutoLoRA's search epochs (method.search.epochs; default: --epochs, the method's default)")
+                   help="AutoLoRA's search epochs (method.search.epochs; default: --epochs)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (resolved once, recorded in the config)")
     p.add_argument("--override", action="append", default=[], help="extra Hydra override for every run (repeatable)")
@@ -107,7 +107,7 @@ def plan(args: argparse.Namespace) -> tuple[list[BenchRun], dict[str, Any]]:
               "logger.mode=disabled", "train.progress=false",
               f"task.max_train_samples={args.train_samples or 'null'}",
               f"task.max_eval_samples={args.eval_samples or 'null'}", *args.override]
-    search = [f"method.search.epochs={args.search_epochs}"] if args.search_epochs else []
+    search = [f"method.search.epochs={args.search_epochs or args.epochs}"]
     tag = (f"{device}_n{args.train_samples or 'all'}_v{args.eval_samples or 'all'}_L{args.max_length}"
            f"_e{args.epochs}_s{args.search_epochs or args.epochs}_b{args.batch_size}")
     if args.override:

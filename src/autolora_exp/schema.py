@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import II, MISSING
 
 from autolora_exp.methods.autolora.search import SearchConfig
 
@@ -76,6 +76,8 @@ class TaskConfig:
     #: a held-out split scored once at the end (``None`` where labels are not public)
     test_split: Optional[str] = None
     max_length: int = 128
+    #: AutoLoRA's search epochs for this task (the authors: GLUE 20, BioNLP 50); default: train.epochs
+    search_epochs: int = II("train.epochs")
     #: sub-tokens shared by consecutive windows of a long sentence (token classification)
     stride: int = 32
     #: seeded subsample sizes (``None`` = the whole split)
