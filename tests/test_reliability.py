@@ -184,3 +184,14 @@ def _container(cfg):
 def test_model_without_target_modules_names_its_modules(make_cfg):
     with pytest.raises(UserError, match="leaf module names are: .*dense"):
         run(make_cfg(*TINY, "model.target_modules=[q_proj]"))
+
+
+def test_a_failing_job_does_not_end_the_sweep(tmp_path):
+    proc = subprocess.run([sys.executable, "run.py", "-m", *TINY, "task=glue/rte",
+                           "task.data_dir=/no/such/glue," + str(REPO.parent / "shared" / "data" / "glue"),
+                           f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=${hydra.job.num}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "/no/such/glue" in proc.stderr
+    assert json.loads((tmp_path / "0" / "failed.json").read_text())["phase"] == "data"
+    assert json.loads((tmp_path / "1" / "result.json").read_text())["status"] == "completed"
