@@ -408,3 +408,14 @@ def test_webnlg_metrics_end_to_end_perfect_match():
     scores = webnlg_metrics(hyps, refs)
     assert tuple(scores) == WEBNLG_METRICS
     assert scores == {"bleu": pytest.approx(1.0), "meteor": pytest.approx(1.0), "ter": 0.0}
+
+
+@needs_java
+def test_empty_last_hypothesis_keeps_its_line():
+    # an untrained model may answer with an empty sentence; the jar must still see one line per text
+    from autolora_exp.metrics.nlg import generationeval_scores
+
+    scores = generationeval_scores(["the baths were built in 1904 .", ""],
+                                   [["the asser levy public baths was built in 1904 ."] * 2,
+                                    ["the asser levy public baths was built in 1904 ."] * 2])
+    assert 0.0 < scores["meteor"] < 1.0

@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from autolora_exp.errors import AssetMissingError, UserError
+from autolora_exp.fused_qkv import split_fused_qkv
 
 PACKAGED_PREFIX = "packaged:"
 
@@ -85,6 +86,9 @@ def load_backbone(model_cfg: Any, tokenizer: Any, auto_class: str, head_kwargs: 
         raise UserError(f"model '{model_cfg.name}' sets neither model.pretrained nor model.from_config")
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    # targets such as ``c_attn.q`` name slices of GPT-2's fused q/k/v projection: split it so
+    # that every method adapts the slices as ordinary linear layers (see autolora_exp.fused_qkv)
+    split_fused_qkv(model, list(model_cfg.target_modules))
     return model
 
 

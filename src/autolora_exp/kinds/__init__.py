@@ -16,6 +16,7 @@ KINDS: dict[str, str] = {
     "classification": "autolora_exp.kinds.classification:SequenceClassification",
     "regression": "autolora_exp.kinds.classification:SequenceClassification",
     "token_classification": "autolora_exp.kinds.token_classification:TokenClassification",
+    "generation": "autolora_exp.kinds.generation:CausalGeneration",
 }
 
 

@@ -8,13 +8,13 @@ i.e. the update Delta = scaling * sum_j alpha_j u_j v_j^T with u_j the j-th colu
 B (out x k, zero init, as LoRA) and v_j the j-th row of A (k x in, Kaiming-uniform init, as
 LoRA); beta (k,) are the selection logits of the paper (``selection_logits``).
 
-Extension point for fused projections (GPT-2's ``c_attn`` Conv1D computes q, k and v in one
-matrix): :class:`SelectionLoRA` is the adapter alone — A, B, beta and ``delta(x)`` for an
-(in_features, out_features) pair — independent of the wrapped module. A fused wrapper holds
-one adapter per output slice, registered as children named ``q`` and ``v`` (``add_module``),
-and adds ``delta(x)`` into the matching columns of ``base(x)``. Its selection units are then
-named ``...attn.c_attn.q`` / ``...attn.c_attn.v`` by :func:`selection_layers`, with separate
-gates for q and v, and the rest of the search code works unchanged.
+Fused projections (GPT-2's ``c_attn`` Conv1D computes q, k and v in one matrix): the model is
+loaded with the fused module split into ``nn.Linear`` children ``q``, ``k``, ``v``
+(:mod:`autolora_exp.fused_qkv`, when the targets are ``c_attn.q`` / ``c_attn.v``), so each
+slice is an ordinary target here: its selection unit is named ``...attn.c_attn.q`` /
+``...attn.c_attn.v`` by :func:`selection_layers`, with separate gates for q and v.
+:class:`SelectionLoRA` stays the adapter alone — A, B, beta and ``delta(x)`` for an
+(in_features, out_features) pair — independent of the wrapped module.
 """
 
 from __future__ import annotations
@@ -137,7 +137,8 @@ def inject_selection_lora(
         if not isinstance(module, nn.Linear):
             raise UserError(
                 f"target module {name!r} is a {type(module).__name__}, not nn.Linear; "
-                "selection LoRA supports nn.Linear targets (fused Conv1D such as GPT-2's c_attn is not supported yet)"
+                "selection LoRA supports nn.Linear targets; for GPT-2's fused c_attn name its slices "
+                "(target_modules: [c_attn.q, c_attn.v]), which load_backbone splits into linears"
             )
 
     for p in model.parameters():

@@ -111,8 +111,9 @@ def meteor_files(hypotheses: Sequence[str], reference_slots: Sequence[Sequence[s
     jar = meteor_jar()
     with tempfile.TemporaryDirectory(prefix="meteor-") as tmp:
         hyp_file, ref_file = Path(tmp) / "hypothesis", Path(tmp) / "reference"
-        hyp_file.write_text("\n".join(hypotheses), encoding="utf-8")
-        ref_file.write_text("\n".join(r for slots in reference_slots for r in slots), encoding="utf-8")
+        # one line per text, each ended by a newline: a trailing empty hypothesis keeps its line
+        hyp_file.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+        ref_file.write_text("".join(r + "\n" for slots in reference_slots for r in slots), encoding="utf-8")
         out, err = run_java(
             [_HEAP, "-jar", str(jar), str(hyp_file), str(ref_file), "-l", "en", "-norm", "-r", str(n_refs)],
             cwd=jar.parent,

@@ -1,0 +1,107 @@
+"""GPT-2's fused attention projection, split into q, k and v so that LoRA can adapt the slices.
+
+GPT-2 computes the three projections with one ``Conv1D`` (``attn.c_attn``, weight ``d x 3d``):
+
+    [q | k | v] = x W + b,   W = [W_q | W_k | W_v],  b = [b_q | b_k | b_v]
+
+The LoRA paper adapts only W_q and W_v, and AutoLoRA needs one rank (one vector of selection
+variables) per adapted matrix. peft (0.21.2) can put LoRA on ``c_attn`` only as a whole: one
+rank for the 3d outputs, the k part included; it has no per-slice option (the ``enable_lora``
+of microsoft/LoRA's ``MergedLinear``). :class:`SplitQKV` replaces a fused ``c_attn`` by three
+``nn.Linear`` children ``q``, ``k``, ``v`` holding exactly the slices of W and b,
+
+    SplitQKV(x) = [q(x) | k(x) | v(x)]      (= x W + b, the same map)
+
+so every method adapts the slices through the same code as any other linear layer:
+LoRA and AdaLoRA through peft with targets ``c_attn.q`` / ``c_attn.v`` (per-slice ranks with
+``rank_pattern``), AutoLoRA's selection layer on each slice with its own selection variables
+(``transformer.h.<i>.attn.c_attn.q`` and ``.v`` are separate layers with separate ranks).
+The authors' AutoLoRA code shares one softmax between the q and v parts of a block instead
+(docs/AUTOLORA.md, "What the authors' code does differently", item 6): here q and v get
+separate selection variables and separate ranks, as the paper's per-layer formulation reads.
+
+Targets name slices with a ``.q``, ``.k`` or ``.v`` suffix on a fused module's name
+(``c_attn.q``); :func:`split_fused_qkv` splits exactly the fused modules so named and leaves
+a model whose targets name no slice untouched. The split computes the frozen projection as
+three matrix products instead of one: the outputs agree with the fused module's to float
+rounding, the parameter count is unchanged, and the state-dict keys of ``c_attn`` become
+``c_attn.{q,k,v}.{weight,bias}``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from autolora_exp.errors import UserError
+
+#: slice name -> position in the fused output [q | k | v]
+SLICES = ("q", "k", "v")
+
+
+def _is_fused_qkv(module: nn.Module) -> bool:
+    """A GPT-2 style ``Conv1D`` (weight in x out) whose output is three equal parts."""
+    from transformers.pytorch_utils import Conv1D
+
+    return isinstance(module, Conv1D) and module.weight.shape[1] % 3 == 0
+
+
+class SplitQKV(nn.Module):
+    """``[q(x) | k(x) | v(x)]`` with three ``nn.Linear`` holding the slices of a fused Conv1D."""
+
+    def __init__(self, fused: nn.Module) -> None:
+        super().__init__()
+        weight, bias = fused.weight.detach(), fused.bias.detach()  # Conv1D: weight (in, 3d), y = x W + b
+        in_features, out3 = weight.shape
+        d = out3 // 3
+        factory = {"dtype": weight.dtype, "device": weight.device}
+        for i, name in enumerate(SLICES):
+            linear = nn.Linear(in_features, d, **factory)
+            with torch.no_grad():
+                linear.weight.copy_(weight[:, i * d:(i + 1) * d].T)  # nn.Linear: y = x W^T + b
+                linear.bias.copy_(bias[i * d:(i + 1) * d])
+            linear.weight.requires_grad_(fused.weight.requires_grad)
+            linear.bias.requires_grad_(fused.bias.requires_grad)
+            self.add_module(name, linear)
+        self.in_features, self.out_features = in_features, out3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.q(x), self.k(x), self.v(x)], dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features} (q | k | v)"
+
+
+def slice_targets(targets: list[str]) -> dict[str, list[str]]:
+    """{fused module target: [slices]} for the targets that end in ``.q``, ``.k`` or ``.v``."""
+    out: dict[str, list[str]] = {}
+    for target in targets:
+        parent, _, leaf = target.rpartition(".")
+        if parent and leaf in SLICES:
+            out.setdefault(parent, []).append(leaf)
+    return out
+
+
+def split_fused_qkv(model: nn.Module, targets: list[str]) -> list[str]:
+    """Replace, in place, every fused q/k/v ``Conv1D`` that a target names a slice of.
+
+    A target ``X.q`` (``X.k``, ``X.v``) whose ``X`` matches a fused module (by name or name
+    suffix, as peft matches targets) splits that module; a target that is already a module of
+    the model (e.g. MPNet's ``attention.attn.q``) is left alone. Returns the full names of the
+    split modules (empty when no target names a fused slice).
+    """
+    names = {n for n, _ in model.named_modules() if n}
+    split: list[str] = []
+    for parent, _ in slice_targets(targets).items():
+        if any(n == f"{parent}.{s}" or n.endswith(f".{parent}.{s}") for n in names for s in SLICES):
+            continue  # real modules named q/k/v (already split, or an architecture that has them)
+        hits = [(n, m) for n, m in model.named_modules() if n and (n == parent or n.endswith("." + parent))]
+        fused = [(n, m) for n, m in hits if _is_fused_qkv(m)]
+        if hits and not fused:
+            raise UserError(f"target '{parent}.<q|k|v>' names slices of '{parent}', which is a "
+                            f"{type(hits[0][1]).__name__}, not a fused q/k/v Conv1D (GPT-2's c_attn)")
+        for name, module in fused:
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, child, SplitQKV(module))
+            split.append(name)
+    return split
