@@ -35,10 +35,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autolora_exp.bench import (BenchRun, RunRecord, glue_task, machine_info, machine_line, md_table, optional_int,
-                                parse_list, run_one, stats, fmt_stat, command_line)
+from autolora_exp.bench import (write_report, BenchRun, RunRecord, glue_task, machine_info, machine_line, md_table, optional_int,
+                                parse_list, run_one, stats, fmt_stat)
 from autolora_exp.errors import UserError
-from autolora_exp.results import atomic_write_json, atomic_write_text, now
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "glue"
@@ -349,21 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     entries = [run_entry(r) for r in records]
-    report: dict[str, Any] = {"bench": "cost", "created": now(), "command": command_line("scripts/bench_cost.py", argv),
-                              "settings": settings, "machine": machine, "loadavg_end": machine_info()["loadavg"],
-                              "bench_wall_s": round(time.perf_counter() - start, 1),
-                              "runs_computed": sum(1 for r in records if not r.reused),
-                              "runs_reused": sum(1 for r in records if r.reused),
-                              # the runs' own process wall seconds, whenever they were computed
-                              "runs_process_wall_s": round(sum(r.process.get("wall_s") or 0 for r in records), 1),
-                              "runs": entries}
-    report |= summarise(entries, settings["methods"], settings["batch_size"])
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / f"{args.name}.json", report)
-    text = markdown(report)
-    atomic_write_text(args.out / f"{args.name}.md", text)
-    print(text)
-    return 1 if any(e["status"] != "completed" for e in entries) else 0
+    return write_report("cost", "scripts/bench_cost.py", argv, settings, machine, start, records, entries,
+                        summarise(entries, settings["methods"], settings["batch_size"]), markdown, args.out, args.name)
 
 
 if __name__ == "__main__":

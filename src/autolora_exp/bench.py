@@ -249,3 +249,24 @@ def md_table(header: list[str], rows: list[list[Any]]) -> str:
 
 def command_line(script: str, argv: list[str]) -> str:
     return shlex.join(["python", script, *argv])
+
+
+def write_report(bench: str, script: str, argv: list[str], settings: dict[str, Any], machine: dict[str, Any],
+                 start: float, records: list[RunRecord], entries: list[dict[str, Any]], summary: dict[str, Any],
+                 markdown: Any, out: Path, name: str) -> int:
+    """Write ``<out>/<name>.json`` and ``.md`` (atomically), print the Markdown; exit status 1 if a run failed."""
+    report: dict[str, Any] = {"bench": bench, "created": results.now(), "command": command_line(script, argv),
+                              "settings": settings, "machine": machine, "loadavg_end": machine_info()["loadavg"],
+                              "bench_wall_s": round(time.perf_counter() - start, 1),
+                              "runs_computed": sum(1 for r in records if not r.reused),
+                              "runs_reused": sum(1 for r in records if r.reused),
+                              # the runs' own process wall seconds, whenever they were computed
+                              "runs_process_wall_s": round(sum(r.process.get("wall_s") or 0 for r in records), 1),
+                              "runs": entries}
+    report |= summary
+    out.mkdir(parents=True, exist_ok=True)
+    results.atomic_write_json(out / f"{name}.json", report)
+    text = markdown(report)
+    results.atomic_write_text(out / f"{name}.md", text)
+    print(text)
+    return 1 if any(e["status"] != "completed" for e in entries) else 0
