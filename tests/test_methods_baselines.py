@@ -318,3 +318,11 @@ def test_adalora_schedule_too_short_to_budget_is_refused(make_cfg):
 
     with pytest.raises(UserError, match="no budgeting phase"):
         run(make_cfg("debug=default", "model=tiny-roberta", "method=adalora", "train.max_steps=2"))
+
+
+def test_adalora_final_ranks_in_result_and_heatmap(make_cfg, tmp_path):
+    from autolora_exp.pipeline import run
+
+    result = run(make_cfg("debug=default", "model=tiny-roberta", "method=adalora"))
+    assert len(result["ranks"]) == 4 and all(0 <= r <= 6 for r in result["ranks"].values())
+    assert (tmp_path / "run" / "rank_heatmap.png").stat().st_size > 0

@@ -270,6 +270,11 @@ def _run(cfg: DictConfig, config: dict[str, Any], digest: str, output_dir: Path,
         with timer("test"):
             test = evaluate_split(model, task_cfg.test_split)
 
+    ranks = method.ranks(model)
+    if ranks and search is None:  # AdaLoRA's final budget, drawn like AutoLoRA's found ranks
+        from autolora_exp.plots import rank_heatmap
+
+        rank_heatmap(ranks, output_dir / "rank_heatmap.png", title=f"{task_cfg.name} | {model_cfg.name} | {method.name}")
     best = trained.epochs[trained.best_epoch - 1] if trained.best_epoch else trained.epochs[-1]
     result = {
         "schema_version": results.SCHEMA_VERSION,
@@ -290,7 +295,7 @@ def _run(cfg: DictConfig, config: dict[str, Any], digest: str, output_dir: Path,
             "test": test,
         },
         "params": params,
-        "ranks": method.ranks(model),
+        "ranks": ranks,
         "search": search,
         "phases": timer.phases,
         "data": split_record(data),
