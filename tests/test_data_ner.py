@@ -13,7 +13,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import datasets  # noqa: E402
 import pytest  # noqa: E402
 
-from autolora_exp.data import ner  # noqa: E402
+from autolora_exp.data import hub_datasets, ner  # noqa: E402
 from autolora_exp.data.ner import (  # noqa: E402
     BIONLP_LABELS,
     TNER_BIONLP2004_LABEL2ID,
@@ -202,7 +202,7 @@ def test_hub_repo_with_loading_script_falls_back_to_parquet_export(monkeypatch, 
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(ner, "_hub_reachable", lambda timeout_s=3.0: True)
+    monkeypatch.setattr(hub_datasets, "hub_reachable", lambda: True)
     hub = load_bionlp(hub_id="tner/bionlp2004")
     assert calls == [("tner/bionlp2004", None), ("tner/bionlp2004", "refs/convert/parquet")]
     assert list(hub["test"]["ner_tags"]) == list(sample_splits["test"]["ner_tags"])

@@ -13,7 +13,8 @@ import datasets
 import pytest
 
 from autolora_exp.data import nlg
-from autolora_exp.data.nlg import (PARQUET_EXPORT_REVISION, linearize_mr, linearize_triples, load_e2e,
+from autolora_exp.data.hub_datasets import PARQUET_EXPORT_REVISION
+from autolora_exp.data.nlg import (linearize_mr, linearize_triples, load_e2e,
                                    load_webnlg)
 from autolora_exp.errors import AssetMissingError, UserError
 from autolora_exp.pipeline import split_for_search

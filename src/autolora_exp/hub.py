@@ -20,7 +20,10 @@ OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
 def hub_reachable(endpoint: str | None = None, timeout: float = 2.0) -> bool:
-    """True when a TCP connection to the hub endpoint opens within ``timeout`` seconds."""
+    """True when a TCP connection to the hub endpoint opens within ``timeout`` seconds. With a
+    proxy configured a direct probe says nothing: the hub is assumed reachable."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return True
     url = urlparse(endpoint or os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     port = url.port or (443 if url.scheme == "https" else 80)
     try:

