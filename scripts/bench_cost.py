@@ -35,12 +35,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autolora_exp.bench import (write_report, BenchRun, RunRecord, glue_task, machine_info, machine_line, md_table, optional_int,
+from autolora_exp.bench import (add_run_arguments, parse_with_quick, write_report, BenchRun, RunRecord, glue_task, machine_info, machine_line, md_table,
                                 parse_list, run_one, stats, fmt_stat)
 from autolora_exp.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "glue"
 METHODS = ("adalora", "autolora", "lora", "lora_grid")
 #: cost targets of issue 9: AutoLoRA's cost over the reference's
 TARGETS = {"lora_grid": 0.35, "adalora": 1.5}
@@ -55,31 +54,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--task", default="rte", help="GLUE task (default rte)")
-    p.add_argument("--model", default="minilm", help="model config (default minilm, the packaged MiniLM)")
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="folder of the official GLUE files")
-    p.add_argument("--train-samples", type=optional_int, default=None,
-                   help="seeded training subsample (default: the whole training set; 'none' = whole)")
-    p.add_argument("--eval-samples", type=optional_int, default=None, help="dev subsample (default: whole)")
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--epochs", type=int, default=3, help="training epochs of every method (and of each grid rank)")
-    p.add_argument("--search-epochs", type=int, default=None,
-                   help="AutoLoRA's search epochs (method.search.epochs; default: --epochs)")
-    p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--grid", default="1,2,4,8,16", help="ranks of the LoRA grid (default 1,2,4,8,16)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     p.add_argument("--methods", default=",".join(METHODS), help=f"subset of {','.join(METHODS)}")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (resolved once, recorded in the config)")
-    p.add_argument("--override", action="append", default=[], help="extra Hydra override for every run (repeatable)")
     p.add_argument("--autolora-override", action="append", default=[],
                    help="extra Hydra override for AutoLoRA only, e.g. method.search.reuse_lookahead_grad=true")
-    p.add_argument("--out", type=Path, default=REPO / "outputs" / "bench", help="output folder")
-    p.add_argument("--name", default=None, help="summary file stem (default cost, cost_quick with --quick)")
-    p.add_argument("--quick", action="store_true", help="tiny-roberta smoke configuration (a few steps)")
-    if p.parse_known_args(argv)[0].quick:  # the smoke settings become the defaults; flags still win
-        p.set_defaults(**QUICK)
-    args = p.parse_args(argv)
-    args.name = args.name or ("cost_quick" if args.quick else "cost")
-    return args
+    add_run_arguments(p, REPO, epochs=3, stem="cost")
+    return parse_with_quick(p, argv, QUICK, "cost")
 
 
 def resolve_device(spec: str) -> str:

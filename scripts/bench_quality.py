@@ -34,12 +34,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autolora_exp.bench import (write_report, BenchRun, RunRecord, fmt_stat, glue_task, machine_info, machine_line,
-                                md_table, optional_int, parse_list, run_one, stats)
+from autolora_exp.bench import (add_run_arguments, parse_with_quick, write_report, BenchRun, RunRecord, fmt_stat, glue_task, machine_info, machine_line,
+                                md_table, parse_list, run_one, stats)
 from autolora_exp.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "glue"
 VARIANTS = {
     "full_ft": ["method=full_ft"],
     "lora_r4": ["method=lora", "method.r=4"],
@@ -63,26 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tasks", default="rte,mrpc,stsb,cola", help="GLUE tasks (default rte,mrpc,stsb,cola)")
     p.add_argument("--methods", default=",".join(VARIANTS), help=f"subset of {','.join(VARIANTS)}")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    p.add_argument("--model", default="minilm", help="model config (default minilm, the packaged MiniLM)")
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="folder of the official GLUE files")
-    p.add_argument("--train-samples", type=optional_int, default=None,
-                   help="seeded training subsample per task (default: the whole training set)")
-    p.add_argument("--eval-samples", type=optional_int, default=None, help="dev subsample (default: the whole dev set)")
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--epochs", type=int, default=10, help="training epochs of every method (default 10)")
-    p.add_argument("--search-epochs", type=int, default=None,
-                   help="AutoLoRA's search epochs (method.search.epochs; default: --epochs)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (resolved once, recorded in the config)")
-    p.add_argument("--override", action="append", default=[], help="extra Hydra override for every run (repeatable)")
-    p.add_argument("--out", type=Path, default=REPO / "outputs" / "bench", help="output folder")
-    p.add_argument("--name", default=None, help="summary file stem (default quality, quality_quick with --quick)")
-    p.add_argument("--quick", action="store_true", help="tiny-roberta smoke configuration (a few steps)")
-    if p.parse_known_args(argv)[0].quick:  # the smoke settings become the defaults; flags still win
-        p.set_defaults(**QUICK)
-    args = p.parse_args(argv)
-    args.name = args.name or ("quality_quick" if args.quick else "quality")
-    return args
+    add_run_arguments(p, REPO, epochs=10, stem="quality")
+    return parse_with_quick(p, argv, QUICK, "quality")
 
 
 def plan(args: argparse.Namespace) -> tuple[list[BenchRun], dict[str, Any]]:

@@ -270,3 +270,32 @@ def write_report(bench: str, script: str, argv: list[str], settings: dict[str, A
     results.atomic_write_text(out / f"{name}.md", text)
     print(text)
     return 1 if any(e["status"] != "completed" for e in entries) else 0
+
+
+def add_run_arguments(p: Any, repo: Path, epochs: int, stem: str) -> None:
+    """The flags both benchmarks share: model, data, sizes, schedule, device, output."""
+    p.add_argument("--model", default="minilm", help="model config (default minilm, the packaged MiniLM)")
+    p.add_argument("--data-dir", type=Path, default=repo.parent / "shared" / "data" / "glue",
+                   help="folder of the official GLUE files")
+    p.add_argument("--train-samples", type=optional_int, default=None,
+                   help="seeded training subsample (default: the whole training set; 'none' = whole)")
+    p.add_argument("--eval-samples", type=optional_int, default=None, help="dev subsample (default: whole)")
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=epochs, help=f"training epochs of every method (default {epochs})")
+    p.add_argument("--search-epochs", type=int, default=None,
+                   help="AutoLoRA's search epochs (method.search.epochs; default: --epochs)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (resolved once, recorded in the config)")
+    p.add_argument("--override", action="append", default=[], help="extra Hydra override for every run (repeatable)")
+    p.add_argument("--out", type=Path, default=repo / "outputs" / "bench", help="output folder")
+    p.add_argument("--name", default=None, help=f"summary file stem (default {stem}, {stem}_quick with --quick)")
+    p.add_argument("--quick", action="store_true", help="tiny-roberta smoke configuration (a few steps)")
+
+
+def parse_with_quick(p: Any, argv: list[str] | None, quick: dict[str, Any], stem: str) -> Any:
+    """Parse; with --quick the smoke settings become the defaults (explicit flags still win)."""
+    if p.parse_known_args(argv)[0].quick:
+        p.set_defaults(**quick)
+    args = p.parse_args(argv)
+    args.name = args.name or (f"{stem}_quick" if args.quick else stem)
+    return args
