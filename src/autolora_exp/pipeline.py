@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
@@ -149,10 +150,13 @@ def search_phase(cfg: DictConfig, method: Any, data: Any, encoded: Any, kind: Ta
 
     d_tr, d_val = split_for_search(encoded["train"], cfg.seed)
     device = resolve_device(cfg.device)
-    # D_val as raw rows too: kinds that score whole inputs (NER words, NLG references) re-encode it
-    val_ids = set(d_val["idx"])
-    raw_val = data["train"].filter(lambda row: row["idx"] in val_ids, keep_in_memory=True)
-    val_eval_loader = loader_for(kind.encode("d_val", raw_val), False)
+    @functools.cache
+    def val_eval_data() -> tuple[Any, Any]:
+        """D_val as raw rows and their evaluation loader, built on first use (only the rank grid
+        scores on D_val): kinds that score whole inputs (NER words, NLG references) need the rows."""
+        val_ids = set(d_val["idx"])
+        raw_val = data["train"].filter(lambda row: row["idx"] in val_ids, keep_in_memory=True)
+        return raw_val, loader_for(kind.encode("d_val", raw_val), False)
 
     def log_alphas(step: int, alphas: dict[str, list[float]]) -> None:
         tracker.log({f"search/alpha/{layer}/{j}": a for layer, values in alphas.items()
@@ -162,7 +166,7 @@ def search_phase(cfg: DictConfig, method: Any, data: Any, encoded: Any, kind: Ta
         new_model=lambda: load_backbone(cfg.model, kind.tokenizer, kind.auto_class, kind.head_kwargs()).to(device),
         target_modules=list(cfg.model.target_modules), head_modules=list(cfg.model.head_modules),
         d_tr_loader=loader_for(d_tr, True), d_val_loader=loader_for(d_val, True),
-        evaluate_val=lambda model: kind.evaluate(model, "d_val", raw_val, val_eval_loader, device, None),
+        evaluate_val=lambda model: kind.evaluate(model, "d_val", *val_eval_data(), device, None),
         train_cfg=cfg.train, primary_metric=cfg.task.primary_metric, greater_is_better=kind.greater_is_better,
         device=device, on_log=log_alphas, progress=cfg.train.progress, checkpointer=checkpointer, stop=stop)
     outcome = method.search_ranks(ctx)
