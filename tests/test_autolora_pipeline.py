@@ -25,7 +25,8 @@ def test_run_searches_then_retrains_with_found_ranks(autolora_result):
     result, out = autolora_result
     search = result["search"]
     assert result["method"] == "autolora"
-    assert search["steps"] == 4 and search["passes_per_iteration"] == 5  # darts: 1 + 1 + 2 + 1
+    assert search["steps"] == 4 and search["passes_per_iteration"] == 4  # darts: 1 + 1 + 1 (forward difference) + 1
+    assert search["converged_at"] is None  # no patience: the whole schedule
     # the retrained model carries exactly the searched rank in each named layer
     assert result["ranks"] == {n: r for n, r in search["ranks"].items() if r > 0}
     hidden, labels = 32, 5
@@ -91,3 +92,13 @@ def test_same_seed_same_ranks(make_cfg, autolora_result):
     again = run(make_cfg(*TINY, "method=autolora"))
     assert again["search"]["ranks"] == autolora_result[0]["search"]["ranks"]
     assert again["search"]["alphas"] == autolora_result[0]["search"]["alphas"]
+
+
+def test_search_patience_from_the_config_ends_the_search_early(tmp_path):
+    from conftest import compose
+
+    cfg = compose([*TINY, "method=autolora", "method.search.patience=1", "method.search.log_every=1",
+                   "method.search.lr_selection=0.2", "method.search.max_steps=20"], tmp_path)
+    search = run(cfg)["search"]
+    assert search["converged_at"] == search["steps"] < 20
+    assert json.loads((tmp_path / "search.json").read_text())["converged_at"] == search["steps"]

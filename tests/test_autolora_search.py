@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from autolora_exp.errors import UserError
+from autolora_exp.methods.autolora.threshold import threshold_ranks
 from autolora_exp.methods.autolora import (
     BilevelSearch,
     SearchConfig,
@@ -39,21 +40,24 @@ class Recorder:
 
 
 @pytest.mark.parametrize(
-    "hypergrad, lookahead, reuse, passes, calls",
+    "hypergrad, lookahead, fd, reuse, passes, calls",
     [
-        ("darts", "sgd", False, 5, 5),
-        ("darts", "sgd", True, 4, 4),
-        ("first_order", "sgd", False, 2, 2),
-        ("exact", "sgd", False, 4, 3),  # the backward through the look-ahead's backward has no forward
-        ("darts", "betty", False, 5, 5),
-        ("darts", "betty", True, 4, 4),
+        ("darts", "sgd", None, False, 4, 4),  # default: forward difference
+        ("darts", "sgd", "central", False, 5, 5),
+        ("darts", "sgd", "forward", True, 3, 3),
+        ("darts", "sgd", "central", True, 4, 4),
+        ("first_order", "sgd", None, False, 2, 2),
+        ("exact", "sgd", None, False, 4, 3),  # the backward through the look-ahead's backward has no forward
+        ("darts", "betty", None, False, 5, 5),  # betty: central
+        ("darts", "betty", "central", True, 4, 4),
     ],
 )
-def test_search_draws_only_from_its_loaders_in_the_right_roles(hypergrad, lookahead, reuse, passes, calls):
+def test_search_draws_only_from_its_loaders_in_the_right_roles(hypergrad, lookahead, fd, reuse, passes, calls):
     model, _ = _prepared()
     d_tr, d_val = batches(5, seed=1, tag="tr"), batches(2, seed=2, tag="val")  # D_val shorter: cycles
     loss = Recorder()
-    cfg = SearchConfig(k=4, hypergrad=hypergrad, lookahead=lookahead, reuse_lookahead_grad=reuse, log_every=2)
+    cfg = SearchConfig(k=4, hypergrad=hypergrad, lookahead=lookahead, finite_difference=fd,
+                       reuse_lookahead_grad=reuse, log_every=2)
     result = search(model, d_tr, d_val, cfg, loss_fn=loss, progress=False)
 
     assert result.steps == 5 and result.passes_per_iteration == passes
@@ -132,6 +136,10 @@ def test_config_and_model_mismatches_are_user_errors():
         SearchConfig(lookahead="adam")
     with pytest.raises(UserError, match="betty"):
         SearchConfig(lookahead="betty", hypergrad="exact")
+    with pytest.raises(UserError, match="'backward'.*central, forward"):
+        SearchConfig(finite_difference="backward")
+    with pytest.raises(UserError, match="forward.*lookahead='sgd'"):
+        SearchConfig(lookahead="betty", finite_difference="forward")
     with pytest.raises(UserError, match="no gradient"):
         SearchConfig(gate="none", selection_init=0.0)
     model, _ = _prepared(k=4)
@@ -157,3 +165,56 @@ def test_ablation_gates_search_and_threshold(gate):
         expected = beta if gate == "none" else torch.sigmoid(beta)
         assert alpha == pytest.approx(expected.tolist())
         assert 0 <= result.ranks[name] <= 4
+
+
+def _patience_run(tmp_path=None, stop_at=None, patience=2):
+    """A search that can stop on stable ranks; with ``stop_at`` a stop is requested at that alpha log."""
+    from autolora_exp.checkpoint import Checkpointer
+    from autolora_exp.preemption import StopSignal
+
+    model, _ = _prepared(seed=3)
+    torch.manual_seed(7)
+    stop = StopSignal()
+
+    def on_log(step, _alphas):
+        if step == stop_at:
+            stop.signum = 15  # as the SIGTERM handler would
+
+    cfg = SearchConfig(k=4, lr_selection=0.05, lr_weights=1e-2, epochs=10, log_every=1, patience=patience)
+    ckpt = Checkpointer(tmp_path, "search", 0, "h") if tmp_path is not None else None
+    return search(model, batches(4, 1), batches(2, 2), cfg, progress=False, on_log=on_log, checkpointer=ckpt,
+                  stop=stop)
+
+
+def test_ranks_stable_needs_patience_plus_one_equal_logs_after_step_0():
+    from autolora_exp.methods.autolora.search import ranks_stable
+
+    def log(step, a):  # one layer, k = 2; softmax threshold 1/2
+        return {"step": step, "alphas": {"l": a}}
+
+    top, low = [0.6, 0.4], [0.4, 0.6]  # both rank 1, different terms kept
+    same = [log(0, [0.5, 0.5]), log(1, top), log(2, top)]
+    assert ranks_stable(same, "softmax", 1) and not ranks_stable(same, "softmax", 2)
+    assert not ranks_stable([log(0, [0.5, 0.5]), log(1, top)], "softmax", 1)  # step 0 does not count
+    assert ranks_stable([log(1, [0.5, 0.5]), log(2, [0.6, 0.4])], "softmax", 1) is False  # rank 2 -> 1
+    assert ranks_stable([log(1, top), log(2, low)], "softmax", 1)  # compares ranks, not which terms
+
+
+def test_patience_stops_once_the_ranks_are_stable_and_resumes_there(tmp_path):
+    full = _patience_run(patience=None)
+    early = _patience_run(patience=2)
+    assert full.steps == 40 and full.converged_at is None
+    assert early.converged_at == early.steps < 40
+    tail = [h for h in early.history if h["step"] > 0][-3:]
+    assert [h["step"] for h in tail] == [early.steps - 2, early.steps - 1, early.steps]
+    assert len({tuple(sorted(threshold_ranks(h["alphas"], "softmax").items())) for h in tail}) == 1
+    # the early stop is the same trajectory, cut: beta equals a fixed-length search of that many steps
+    assert early.history == full.history[: len(early.history)]
+    # a stop requested at the converged step, then a resume, ends there too (not one log later)
+    from autolora_exp.preemption import Preempted
+
+    with pytest.raises(Preempted):
+        _patience_run(tmp_path, stop_at=early.steps)
+    resumed = _patience_run(tmp_path)
+    assert (resumed.steps, resumed.converged_at, resumed.selection_logits) == (
+        early.steps, early.converged_at, early.selection_logits)

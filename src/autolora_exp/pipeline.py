@@ -181,6 +181,8 @@ def search_phase(cfg: DictConfig, method: Any, data: Any, encoded: Any, kind: Ta
         "alphas": getattr(outcome, "alphas", None),
         "steps": outcome.steps,
         "passes_per_iteration": outcome.passes_per_iteration,
+        # AutoLoRA with search.patience: the iteration where the ranks were found stable
+        "converged_at": getattr(outcome, "converged_at", None),
         "split": {name: {"n": len(set(part["idx"])), "rows": len(part), "ids_sha256": ids_hash(set(part["idx"]))}
                   for name, part in (("d_tr", d_tr), ("d_val", d_val))},
     }

@@ -15,6 +15,12 @@ Estimators (``mode``):
 - ``darts``: the mixed term by a central finite difference (Liu et al., DARTS, 2019)
       (d^2 L_tr / dbeta dW) . v  ~  (grad_beta L_tr(W + eps v) - grad_beta L_tr(W - eps v)) / (2 eps),
       eps = fd_eps / ||v||.  No double backward; 4 passes (look-ahead, validation, +, -).
+  With ``finite_difference="forward"`` the look-ahead pass also returns grad_beta L_tr(W), the
+  centre of a one-sided difference,
+      (d^2 L_tr / dbeta dW) . v  ~  (grad_beta L_tr(W + eps v) - grad_beta L_tr(W)) / eps,
+  3 passes. Its truncation error is O(eps ||v||) = O(fd_eps) relative to the mixed term
+  (central: O(fd_eps^2)), and the mixed term enters scaled by eta (1e-4 by default), so the
+  hypergradient moves by far less than that; tests bound both against ``exact``.
 - ``exact``: autograd through the look-ahead (``create_graph=True``, ``torch.func.functional_call``
   on W_hat). Needs double backward, hence eager attention.
 - ``first_order``: eta = 0, W_hat = W, only the direct term dL_val/dbeta (W, beta); 1 pass.
@@ -48,6 +54,7 @@ from autolora_exp.errors import UserError
 
 HYPERGRAD_MODES = ("darts", "exact", "first_order")
 LOOKAHEADS = ("sgd", "betty")
+FINITE_DIFFERENCES = ("central", "forward")
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 
@@ -149,14 +156,19 @@ def mixed_term_fd(
     fd_eps: float,
     counter: PassCounter,
     rng: RngState | None = None,
+    g_centre: list[torch.Tensor] | None = None,
 ) -> list[torch.Tensor]:
-    """(d^2 L_tr / dbeta dW)(W, beta) . v by a central difference around the current W (2 passes).
+    """(d^2 L_tr / dbeta dW)(W, beta) . v by a finite difference around the current W.
 
-        mixed ~ (grad_beta L_tr(W + eps v) - grad_beta L_tr(W - eps v)) / (2 eps),  eps = fd_eps / ||v||
+        central (2 passes):  mixed ~ (grad_beta L_tr(W + eps v) - grad_beta L_tr(W - eps v)) / (2 eps)
+        forward (1 pass):    mixed ~ (grad_beta L_tr(W + eps v) - g_centre) / eps,  g_centre = grad_beta L_tr(W)
+        eps = fd_eps / ||v||
 
-    W is perturbed in place and restored bit-for-bit from a copy of the trainable weights.
-    ``rng`` (the state the look-ahead pass started from) is replayed before both passes so all
-    three training passes see the same dropout masks; the caller's random stream is untouched.
+    The forward difference is taken when ``g_centre`` (computed by the caller at W, on the same
+    batch and dropout masks) is given. W is perturbed in place and restored bit-for-bit from a
+    copy of the trainable weights. ``rng`` (the state the look-ahead pass started from) is
+    replayed before every pass so all training passes see the same dropout masks; the caller's
+    random stream is untouched.
     """
     norm = _norm(v)
     if norm == 0:
@@ -164,18 +176,20 @@ def mixed_term_fd(
     eps = fd_eps / norm.item()
     after = RngState(rng.device) if rng is not None else None
     centre = [w.detach().clone() for w in weights]
-    try:
-        with torch.no_grad():
-            torch._foreach_add_(weights, v, alpha=eps)
-        if rng is not None:
-            rng.restore()
-        g_plus = selection_grads(model, loss_fn, tr_batch, selection, counter)
+
+    def grad_at(sign: float) -> list[torch.Tensor]:
         _set(weights, centre)
         with torch.no_grad():
-            torch._foreach_add_(weights, v, alpha=-eps)
+            torch._foreach_add_(weights, v, alpha=sign * eps)
         if rng is not None:
             rng.restore()
-        g_minus = selection_grads(model, loss_fn, tr_batch, selection, counter)
+        return selection_grads(model, loss_fn, tr_batch, selection, counter)
+
+    try:
+        g_plus = grad_at(1.0)
+        if g_centre is not None:
+            return [(gp - gc) / eps for gp, gc in zip(g_plus, g_centre)]
+        g_minus = grad_at(-1.0)
     finally:
         _set(weights, centre)
         if after is not None:
@@ -204,16 +218,26 @@ def darts_sgd(
     eta: float,
     fd_eps: float,
     counter: PassCounter,
+    finite_difference: str = "central",
 ) -> Hypergradient:
-    """Paper's look-ahead (eq. 4) with the DARTS finite difference (4 passes).
+    """Paper's look-ahead (eq. 4) with the DARTS finite difference (4 passes; 3 with ``forward``).
 
         W_hat = W - eta * grad_W L_tr(W, beta)
         direct, v = dL_val/dbeta (W_hat, beta), grad_W L_val(W_hat, beta)
         dL_val/dbeta ~ direct - eta * (grad_beta L_tr(W + eps v) - grad_beta L_tr(W - eps v)) / (2 eps)
+
+    ``forward``: the look-ahead pass returns grad_beta L_tr(W, beta) with grad_W (one backward
+    sweep, same batch and dropout masks), and the mixed term is the one-sided difference from it.
     """
     device = weights[0].device
     rng = RngState(device)
-    g_tr = weight_grads(model, loss_fn, tr_batch, weights, counter)
+    forward = finite_difference == "forward" and eta != 0
+    g_centre = None
+    if forward:
+        grads = _grads(_loss(model, loss_fn, tr_batch, counter), list(selection) + list(weights))
+        g_centre, g_tr = grads[: len(selection)], grads[len(selection) :]
+    else:
+        g_tr = weight_grads(model, loss_fn, tr_batch, weights, counter)
     centre = [w.detach().clone() for w in weights]
     try:
         with torch.no_grad():
@@ -223,7 +247,7 @@ def darts_sgd(
         _set(weights, centre)
     if eta == 0:
         return Hypergradient(direct, lookahead_grads=g_tr)
-    mixed = mixed_term_fd(model, loss_fn, tr_batch, weights, selection, v, fd_eps, counter, rng)
+    mixed = mixed_term_fd(model, loss_fn, tr_batch, weights, selection, v, fd_eps, counter, rng, g_centre)
     return Hypergradient([d - eta * m for d, m in zip(direct, mixed)], lookahead_grads=g_tr)
 
 

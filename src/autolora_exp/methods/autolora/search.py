@@ -7,7 +7,9 @@ One iteration, on a D_tr batch and a D_val batch (the paper's eqs. 4 and 5):
     3. inner step   W <- AdamW(W, grad_W L_tr(W, beta_new), lr_weights)  (clipped to grad_clip)
 
 Step 2's hypergradient comes from :mod:`~autolora_exp.methods.autolora.hypergrad` (``darts``,
-``exact`` or ``first_order``; look-ahead ``sgd`` or ``betty``). With
+``exact`` or ``first_order``; look-ahead ``sgd`` or ``betty``). Passes per iteration: darts 4
+with the default one-sided difference (look-ahead, validation, W + eps v, inner), 5 with
+``finite_difference="central"``. With
 ``reuse_lookahead_grad=True`` step 3 uses step 1's gradient (same batch, same W; only beta has
 moved by one small step), saving one pass. D_val batches cycle when D_val is shorter.
 """
@@ -61,8 +63,16 @@ class SearchConfig:
     epochs: int = 1
     max_steps: int | None = None
     log_every: int = 50
+    #: convergence stop: end the search once the thresholded ranks have been the same at
+    #: ``patience`` + 1 consecutive alpha logs (every ``log_every`` iterations, step 0 excluded);
+    #: None runs every epoch (the authors' fixed schedule)
+    patience: int | None = None
     #: finite-difference radius: eps = fd_eps / ||v||
     fd_eps: float = 0.01
+    #: darts' mixed term: "forward" (1 pass, from the look-ahead pass's own grad_beta L_tr(W);
+    #: sgd look-ahead only) or "central" (DARTS' two-sided difference, 2 passes);
+    #: None: forward with the sgd look-ahead, central with betty (as the authors' code)
+    finite_difference: str | None = None
     reuse_lookahead_grad: bool = False
     #: start value of every beta; None keeps the layers' init (the gate's default: 0 for softmax)
     selection_init: float | None = None
@@ -81,8 +91,16 @@ class SearchConfig:
             raise UserError(f"k={self.k} is not valid; use an integer >= 1")
         if self.eta is not None and self.eta < 0:
             raise UserError(f"eta={self.eta} is not valid; use a step size >= 0 (0 = first order) or null")
+        if self.finite_difference is not None and self.finite_difference not in hg.FINITE_DIFFERENCES:
+            raise UserError(f"unknown finite_difference {self.finite_difference!r}; accepted: "
+                            f"{', '.join(hg.FINITE_DIFFERENCES)}")
+        if self.finite_difference == "forward" and self.lookahead == "betty":
+            raise UserError("finite_difference='forward' needs lookahead='sgd': betty centres the difference on the "
+                            "post-step weights, where no gradient is at hand; use finite_difference='central'")
         if self.fd_eps <= 0:
             raise UserError(f"fd_eps={self.fd_eps} is not valid; use a positive radius such as 0.01")
+        if self.patience is not None and self.patience < 1:
+            raise UserError(f"patience={self.patience} is not valid; use an integer >= 1 (alpha logs) or null")
         if self.log_every < 1:
             raise UserError(f"log_every={self.log_every} is not valid; use an integer >= 1")
         if self.epochs < 1 and not self.max_steps:
@@ -90,6 +108,13 @@ class SearchConfig:
         if self.selection_init is not None:
             check_selection_init(self.gate, self.selection_init)
         self.selection_betas = tuple(self.selection_betas)
+
+    @property
+    def difference(self) -> str:
+        """The finite difference darts uses: ``finite_difference``, or by look-ahead when unset."""
+        if self.finite_difference is not None:
+            return self.finite_difference
+        return "central" if self.lookahead == "betty" else "forward"
 
     @property
     def look_ahead_eta(self) -> float:
@@ -114,6 +139,8 @@ class SearchResult:
     #: final beta per layer
     selection_logits: dict[str, list[float]] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    #: the iteration at which the ranks were found stable (``patience``); None: ran its schedule
+    converged_at: int | None = None
 
     @property
     def mean_rank(self) -> float:
@@ -169,7 +196,7 @@ class BilevelSearch:
         elif cfg.hypergrad == "exact":
             h = hg.exact_sgd(*args, cfg.look_ahead_eta, counter)
         else:
-            h = hg.darts_sgd(*args, cfg.look_ahead_eta, cfg.fd_eps, counter)
+            h = hg.darts_sgd(*args, cfg.look_ahead_eta, cfg.fd_eps, counter, cfg.difference)
         self._outer_update(h.selection_grads)
         if cfg.reuse_lookahead_grad and h.lookahead_grads is not None:
             grads = h.lookahead_grads
@@ -210,7 +237,8 @@ def search(
 
     W learns only from ``d_tr_loader`` batches, beta only from the hypergradient on
     ``d_val_loader`` batches. Runs ``epochs`` passes over D_tr (or ``max_steps`` iterations if
-    fewer). Batches (dicts of tensors) are moved to the model's device.
+    fewer), or stops earlier once the thresholded ranks are stable (``patience``, see
+    :func:`ranks_stable`). Batches (dicts of tensors) are moved to the model's device.
 
     With a ``checkpointer``, the state (W, beta, both optimisers, step, alpha history, RNG and
     both loaders' positions) is saved every N steps and at the end, and a new call resumes from
@@ -226,6 +254,7 @@ def search(
     device = engine.weights[0].device
     history: list[dict[str, Any]] = []
     step, passes, val_used, elapsed = 0, 0, 0, 0.0
+    converged_at: int | None = None
 
     state = checkpointer.load() if checkpointer else None
     if state is not None:
@@ -237,6 +266,8 @@ def search(
         step, passes, val_used, elapsed, history = (state["step"], state["passes"], state["val_used"],
                                                     state["elapsed"], state["history"])
         set_rng_state(state["rng"])
+        if config.patience and history[-1]["step"] == step and ranks_stable(history, config.gate, config.patience):
+            converged_at = step  # stopped right after the convergence test passed
 
     def log(at: int) -> None:
         snapshot = alphas(model)
@@ -258,10 +289,10 @@ def search(
     val_batches = _cycle(d_val_loader, skip=val_used)
     start = time.perf_counter() - elapsed
     with tqdm(total=total, initial=step, desc="autolora search", disable=not progress, dynamic_ncols=True) as bar:
-        while step < total:
+        while step < total and converged_at is None:
             epoch = step // n_tr + 1
             for tr_batch in epoch_batches(d_tr_loader, epoch, skip=step - (epoch - 1) * n_tr):
-                if step >= total:
+                if step >= total or converged_at is not None:
                     break
                 passes = engine.step(_to_device(tr_batch, device), _to_device(next(val_batches), device))
                 step += 1
@@ -272,6 +303,8 @@ def search(
                     log(step)
                     ranks = threshold_ranks(history[-1]["alphas"], config.gate)
                     bar.set_postfix(mean_rank=f"{sum(ranks.values()) / len(ranks):.2f}")
+                    if config.patience and ranks_stable(history, config.gate, config.patience):
+                        converged_at = step
                 if checkpointer is not None and checkpointer.due(step):
                     save()
                 if stop is not None:
@@ -289,10 +322,21 @@ def search(
         wall_time_s=wall,
         selection_logits={n: m.selection_logits.detach().double().tolist() for n, m in selection_layers(model).items()},
         config=asdict(config),
+        converged_at=converged_at,
     )
     if checkpointer is not None:
         checkpointer.save({"done": True, "result": asdict(result), "step": step})
     return result
+
+
+def ranks_stable(history: list[dict[str, Any]], gate: str, patience: int) -> bool:
+    """The convergence test of ``patience``: the thresholded ranks of the last ``patience`` + 1
+    alpha logs are identical. Step 0 (beta = init, every alpha equal) does not count."""
+    logs = [h for h in history if h["step"] > 0][-(patience + 1):]
+    if len(logs) < patience + 1:
+        return False
+    first = threshold_ranks(logs[0]["alphas"], gate)
+    return all(threshold_ranks(h["alphas"], gate) == first for h in logs[1:])
 
 
 def _check_finite(engine: BilevelSearch, step: int) -> None:
