@@ -14,13 +14,16 @@ epochs, batch size and max length:
                1:1 split), the best rank retrained on the whole set      cost = grid + retrain
     autolora   the bilevel search on D_tr / D_val for --search-epochs, then the retrain with the
                found ranks on the whole set                              cost = search + retrain
+    autolora_converge  the same, the search stopping once its thresholded ranks are stable
+               (method.search.patience = --patience, alpha logged every --patience-every
+               iterations; at most --search-epochs)                     cost = search + retrain
 
 Cost = ``phases.search.wall_s + phases.train.wall_s`` of result.json (what ``make tables`` puts
 in Table 5; the train phase includes the per-epoch dev evaluation, the grid's search its D_val
 evaluations). The process wall and CPU seconds of each run (imports, data and model loading
 included) are reported too. Peak memory: CUDA max allocated on GPU, else the run process's peak
 resident set. Ratios are per seed, AdaLoRA = 1 as in the paper's cost table (Table 5), median
-over seeds. Targets: AutoLoRA <= 0.35x the grid and <= 1.5x AdaLoRA.
+over seeds. Targets: AutoLoRA <= 0.35x the grid and <= 1.5x AdaLoRA (judged for both AutoLoRA rows).
 
 Writes <out>/<name>.json and <out>/<name>.md (name: ``cost``; ``cost_quick`` with --quick).
 """
@@ -40,14 +43,16 @@ from autolora_exp.bench import (add_run_arguments, parse_with_quick, write_repor
 from autolora_exp.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("adalora", "autolora", "lora", "lora_grid")
+METHODS = ("adalora", "autolora", "autolora_converge", "lora", "lora_grid")
+#: the AutoLoRA rows the targets are judged on
+AUTOLORA_ROWS = ("autolora", "autolora_converge")
 #: cost targets of issue 9: AutoLoRA's cost over the reference's
 TARGETS = {"lora_grid": 0.35, "adalora": 1.5}
 
 #: --quick: tiny-roberta on a few rows of RTE, four optimiser steps per training and per search
 #: (AdaLoRA needs >= 3: with 2 its final-mask phase starts before any sensitivity exists)
 QUICK = dict(model="tiny-roberta", task="rte", train_samples=32, eval_samples=16, max_length=32, epochs=1,
-             search_epochs=1, batch_size=8, grid="1,2", seeds="0", override=["train.max_steps=4"])
+             search_epochs=1, batch_size=8, grid="1,2", seeds="0", override=["train.max_steps=4"], patience_every=1)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -59,6 +64,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--methods", default=",".join(METHODS), help=f"subset of {','.join(METHODS)}")
     p.add_argument("--autolora-override", action="append", default=[],
                    help="extra Hydra override for AutoLoRA only, e.g. method.search.reuse_lookahead_grad=true")
+    p.add_argument("--patience", type=int, default=3, help="autolora_converge: method.search.patience (default 3)")
+    p.add_argument("--patience-every", type=int, default=4,
+                   help="autolora_converge: method.search.log_every, iterations between alpha logs (default 4)")
     add_run_arguments(p, REPO, epochs=3, stem="cost")
     return parse_with_quick(p, argv, QUICK, "cost")
 
@@ -96,6 +104,9 @@ def plan(args: argparse.Namespace) -> tuple[list[BenchRun], dict[str, Any]]:
     per_method = {
         "adalora": ["method=adalora"],
         "autolora": ["method=autolora", f"method.search.epochs={search_epochs}", *args.autolora_override],
+        "autolora_converge": ["method=autolora", f"method.search.epochs={search_epochs}", *args.autolora_override,
+                              f"method.search.patience={args.patience}",
+                              f"method.search.log_every={args.patience_every}"],
         "lora": ["method=lora", "method.r=4"],
         "lora_grid": ["method=lora_grid", f"method.ranks=[{','.join(map(str, grid))}]"],
     }
@@ -113,6 +124,7 @@ def plan(args: argparse.Namespace) -> tuple[list[BenchRun], dict[str, Any]]:
                 "max_length": args.max_length, "epochs": args.epochs, "search_epochs": search_epochs,
                 "batch_size": args.batch_size, "grid": grid, "seeds": seeds, "methods": methods, "device": device,
                 "overrides": args.override, "autolora_overrides": args.autolora_override, "runs_dir": str(root),
+                "patience": args.patience, "patience_every": args.patience_every,
                 "quick": args.quick}
     return runs, settings
 
@@ -151,7 +163,8 @@ def run_entry(rec: RunRecord) -> dict[str, Any]:
               "ranks_mean": (sum(r["ranks"].values()) / len(r["ranks"])) if r.get("ranks") else None}
     if search:
         entry["search"] = {"steps": search.get("steps"), "passes_per_iteration": search.get("passes_per_iteration"),
-                           "mean_rank": search.get("mean_rank"), "split": search.get("split")}
+                           "mean_rank": search.get("mean_rank"), "split": search.get("split"),
+                           "converged_at": search.get("converged_at"), "ranks": search.get("ranks")}
     if rec.key["method"] == "lora_grid":
         grid = _read_search_json(rec.folder)
         entry["grid"] = {"best_rank": grid.get("best_rank"), "per_rank": grid.get("per_rank")}
@@ -193,12 +206,29 @@ def summarise(entries: list[dict[str, Any]], methods: list[str], batch_size: int
         summary[m]["metric_best"] = stats(per_seed(m, lambda e, s: e["metric"]["best"]))
 
     targets = {}
-    for ref, target in TARGETS.items():
-        r = stats(ratio("autolora", ref))
-        targets[f"autolora_vs_{ref}"] = {"ratio_median": r["median"] if r else None, "ratio": r, "target": target,
-                                         "met": (r["median"] <= target) if r else None,
-                                         "process_cpu_ratio": stats(ratio("autolora", ref, "cpu_s", "process"))}
-    return {"summary": summary, "targets": targets, "diagnosis": diagnose(by, seeds, batch_size)}
+    for row in (r for r in AUTOLORA_ROWS if r in methods):
+        for ref, target in TARGETS.items():
+            r = stats(ratio(row, ref))
+            targets[f"{row}_vs_{ref}"] = {"ratio_median": r["median"] if r else None, "ratio": r, "target": target,
+                                          "met": (r["median"] <= target) if r else None,
+                                          "process_cpu_ratio": stats(ratio(row, ref, "cpu_s", "process"))}
+    return {"summary": summary, "targets": targets, "diagnosis": diagnose(by, seeds, batch_size),
+            "converge": _converge(by, seeds)}
+
+
+def _converge(by: dict[tuple[str, int], dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]]:
+    """Per seed: where the converging search stopped, and whether it found the full search's ranks."""
+    out = []
+    for s in seeds:
+        a, c = by.get(("autolora", s)), by.get(("autolora_converge", s))
+        if not a or not c or not a.get("search") or not c.get("search"):
+            continue
+        full, early = a["search"]["ranks"] or {}, c["search"]["ranks"] or {}
+        out.append({"seed": s, "converged_at": c["search"]["converged_at"], "steps": c["search"]["steps"],
+                    "full_steps": a["search"]["steps"], "mean_rank": c["search"]["mean_rank"],
+                    "full_mean_rank": a["search"]["mean_rank"],
+                    "layers_same_rank": sum(early.get(k) == v for k, v in full.items()), "layers": len(full)})
+    return out
 
 
 def diagnose(by: dict[tuple[str, int], dict[str, Any]], seeds: list[int], batch_size: int) -> dict[str, Any]:
@@ -236,7 +266,8 @@ def diagnose(by: dict[tuple[str, int], dict[str, Any]], seeds: list[int], batch_
             "search_epochs_to_meet": {f"autolora_vs_{ref}": stats(v) for ref, v in s_max.items()}}
 
 
-LABELS = {"adalora": "AdaLoRA", "autolora": "AutoLoRA (search + retrain)", "lora": "LoRA r=4",
+LABELS = {"adalora": "AdaLoRA", "autolora": "AutoLoRA (search + retrain)",
+          "autolora_converge": "AutoLoRA, search stopped on stable ranks", "lora": "LoRA r=4",
           "lora_grid": "LoRA + rank grid (grid on D_tr + retrain)"}
 
 
@@ -271,6 +302,11 @@ def markdown(report: dict[str, Any]) -> str:
         cpu = t.get("process_cpu_ratio")
         cpu_note = f"; whole-process CPU seconds: {cpu['median']:.2f}x" if cpu else ""
         lines.append(f"- Target {key.replace('_', ' ')} <= {t['target']}x: {value} ({verdict}{cpu_note})")
+    for c in report.get("converge", []):
+        lines.append(f"- seed {c['seed']}: the converging search stopped at iteration {c['steps']} of "
+                     f"{c['full_steps']} ({'stable ranks' if c['converged_at'] else 'schedule end, never stable'}); "
+                     f"mean rank {c['mean_rank']:.2f} vs {c['full_mean_rank']:.2f} for the full search, "
+                     f"{c['layers_same_rank']} of {c['layers']} layers with the same rank")
     d = report["diagnosis"]
     if d.get("search_share"):
         lines += ["", "AutoLoRA breakdown: search "

@@ -6,8 +6,9 @@ interleaved after warm-up (so drifting machine load hits every configuration ali
     lora         peft LoRA (r = --ref-rank, the paper's baseline r=4) on query/value + head: one
                  forward, backward, clip, AdamW step
     inner        the selection layer (k terms) trained like LoRA: one pass + AdamW (layer overhead)
-    darts        search iteration, DARTS finite difference, sgd look-ahead        (5 passes)
-    darts_reuse  the same, inner step reusing the look-ahead gradient            (4 passes)
+    darts        search iteration (default): sgd look-ahead, one-sided difference (4 passes)
+    darts_central  the same with DARTS' central difference                        (5 passes)
+    darts_reuse  darts, inner step reusing the look-ahead gradient                (3 passes)
     first_order  eta = 0                                                          (2 passes)
     exact        second order through the look-ahead                              (4 passes)
 
@@ -19,6 +20,10 @@ by the search. All models use eager attention (the exact mode needs it) so the c
 are comparable. Writes <out>/step.json and <out>/step.md.
 
     python scripts/bench_step.py --model minilm --batch-size 16 --seq-len 128
+    python scripts/bench_step.py --model roberta-base --batch-size 16 --seq-len 512 --device cuda
+
+``roberta-base`` is RoBERTa-base's architecture with random weights (built from the config: no
+download), for the GPU check at the paper's batch size and sequence length.
 """
 
 from __future__ import annotations
@@ -37,8 +42,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-CONFIGS = ("lora", "inner", "darts", "darts_reuse", "first_order", "exact")
-#: ratio targets (time; memory is <= 1.5x for every configuration)
+CONFIGS = ("lora", "inner", "darts", "darts_central", "darts_reuse", "first_order", "exact")
+#: ratio targets (time; memory is <= 1.5x for every configuration); darts_central has none (reference)
 TIME_TARGETS = {"darts": 4.0, "darts_reuse": 4.0, "first_order": 2.1, "exact": 5.0}
 MEMORY_TARGET = 1.5
 #: the task head trained alongside the adapters (both models are *ForSequenceClassification)
@@ -61,8 +66,15 @@ def build_model(name: str, device: torch.device):
             max_position_embeddings=520, num_labels=2, attn_implementation="eager",
         )  # fmt: skip
         model = RobertaForSequenceClassification(cfg)
+    elif name == "roberta-base":
+        from transformers import RobertaConfig, RobertaForSequenceClassification
+
+        # RobertaConfig's defaults are roberta-base's sizes (12 x 768, 12 heads, 3072, vocab 50265)
+        cfg = RobertaConfig(max_position_embeddings=514, type_vocab_size=1, num_labels=2,
+                            attn_implementation="eager")
+        model = RobertaForSequenceClassification(cfg)
     else:
-        raise SystemExit(f"unknown --model {name!r}; accepted: minilm, tiny-roberta")
+        raise SystemExit(f"unknown --model {name!r}; accepted: minilm, tiny-roberta, roberta-base")
     return model.to(device).train()
 
 
@@ -107,9 +119,10 @@ def make_step(config: str, args, device: torch.device):
     from autolora_exp.methods.autolora import hypergrad as hg
 
     inject_selection_lora(model, ["query", "value"], k=args.k, trainable_extra=[HEAD])
-    mode = {"darts_reuse": "darts", "inner": "darts"}.get(config, config)
+    mode = {"darts_reuse": "darts", "darts_central": "darts", "inner": "darts"}.get(config, config)
     engine = BilevelSearch(
-        model, SearchConfig(k=args.k, hypergrad=mode, reuse_lookahead_grad=config == "darts_reuse")
+        model, SearchConfig(k=args.k, hypergrad=mode, reuse_lookahead_grad=config == "darts_reuse",
+                            finite_difference="central" if config == "darts_central" else None)
     )
     if config == "inner":
 
@@ -274,7 +287,7 @@ def markdown(r: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="minilm", choices=["minilm", "tiny-roberta"])
+    p.add_argument("--model", default="minilm", choices=["minilm", "tiny-roberta", "roberta-base"])
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--k", type=int, default=8)

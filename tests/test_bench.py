@@ -87,14 +87,16 @@ def test_cost_plan_gives_every_method_the_same_data_and_schedule(cost, tmp_path,
     args = cost.parse_args(["--train-samples", "64", "--epochs", "2", "--search-epochs", "1", "--seeds", "0,1",
                             "--grid", "1,4", "--out", str(tmp_path), "--device", "cpu"])
     runs, settings = cost.plan(args)
-    assert [(r.key["seed"], r.key["method"]) for r in runs][:4] == [(0, m) for m in cost.METHODS]
-    assert len(runs) == 8 and len({r.folder for r in runs}) == 8
+    assert [(r.key["seed"], r.key["method"]) for r in runs][:5] == [(0, m) for m in cost.METHODS]
+    assert len(runs) == 10 and len({r.folder for r in runs}) == 10
     shared = [o for o in runs[0].overrides if not o.startswith(("method", "seed"))]
     for r in runs:
         assert all(o in r.overrides for o in shared)  # same task, data, epochs, batch, length, device
     by = {r.key["method"]: r.overrides for r in runs if r.key["seed"] == 0}
     assert "method.search.epochs=1" in by["autolora"] and "method.ranks=[1,4]" in by["lora_grid"]
     assert "method.r=4" in by["lora"] and settings["search_epochs"] == 1
+    assert {"method.search.epochs=1", "method.search.patience=3", "method.search.log_every=4"} <= set(
+        by["autolora_converge"])
     assert all("task.max_train_samples=64" in o for o in by.values())
 
 
@@ -105,14 +107,16 @@ def test_cost_bad_method_and_bad_override_fail_in_one_line(cost, tmp_path, share
     assert "does not compose" in capsys.readouterr().err
 
 
-def _cost_entry(method, seed, search_s, train_s, peak, steps=0, train_steps=10, d_tr=64):
+def _cost_entry(method, seed, search_s, train_s, peak, steps=0, train_steps=10, d_tr=64, ranks=None, converged=None):
     return {"method": method, "seed": seed, "status": "completed", "process": {"wall_s": search_s + train_s + 5,
                                                                                 "cpu_s": (search_s + train_s) / 2},
             "metric": {"best": 0.5},
             "cost": {"search_s": search_s, "train_s": train_s, "cost_s": search_s + train_s, "peak_mb": peak,
                      "peak_extra_mb": peak / 2, "search_steps": steps, "train_steps": train_steps,
                      "passes_per_iteration": 5 if steps else None},
-            "search": {"split": {"d_tr": {"rows": d_tr}}} if steps else None}
+            "search": {"split": {"d_tr": {"rows": d_tr}}, "steps": steps, "converged_at": converged,
+                       "ranks": ranks, "mean_rank": sum(ranks.values()) / len(ranks) if ranks else None}
+            if steps else None}
 
 
 def test_cost_ratios_targets_and_search_epoch_extrapolation(cost):
@@ -121,8 +125,16 @@ def test_cost_ratios_targets_and_search_epoch_extrapolation(cost):
         entries += [_cost_entry("adalora", seed, 0, 10 * scale, 1000),
                     _cost_entry("lora", seed, 0, 9 * scale, 900),
                     _cost_entry("lora_grid", seed, 25 * scale, 10 * scale, 1100, steps=20),
-                    _cost_entry("autolora", seed, 20 * scale, 10 * scale, 1200, steps=4, d_tr=64)]
+                    _cost_entry("autolora", seed, 20 * scale, 10 * scale, 1200, steps=4, d_tr=64,
+                                ranks={"a": 2, "b": 3}),
+                    _cost_entry("autolora_converge", seed, 5 * scale, 10 * scale, 1200, steps=1, d_tr=64,
+                                ranks={"a": 2, "b": 4}, converged=1)]
     out = cost.summarise(entries, list(cost.METHODS), batch_size=16)
+    assert out["targets"]["autolora_converge_vs_adalora"]["ratio_median"] == pytest.approx(1.5)
+    assert out["targets"]["autolora_converge_vs_adalora"]["met"] is True
+    assert out["targets"]["autolora_converge_vs_lora_grid"]["ratio_median"] == pytest.approx(15 / 35)
+    assert out["converge"][0] == {"seed": 0, "converged_at": 1, "steps": 1, "full_steps": 4, "mean_rank": 3.0,
+                                  "full_mean_rank": 2.5, "layers_same_rank": 1, "layers": 2}
     assert out["summary"]["autolora"]["ratio_to_adalora"]["median"] == pytest.approx(3.0)
     assert out["summary"]["lora"]["ratio_to_adalora"]["median"] == pytest.approx(0.9)
     assert out["summary"]["autolora"]["memory_ratio_to_adalora"]["median"] == pytest.approx(1.2)
@@ -200,7 +212,7 @@ def test_cost_quick_writes_json_and_reuses_finished_runs(cost, tmp_path, shared_
     report = json.loads((tmp_path / "cost_quick.json").read_text())
     for key in ("settings", "machine", "runs", "summary", "targets", "diagnosis", "bench_wall_s", "loadavg_end"):
         assert key in report
-    assert report["runs_computed"] == 4 and report["settings"]["model"] == "tiny-roberta"
+    assert report["runs_computed"] == 5 and report["settings"]["model"] == "tiny-roberta"
     for m in cost.METHODS:
         s = report["summary"][m]
         assert s["cost_s"]["median"] > 0 and s["peak_mb"]["median"] > 0 and s["ratio_to_adalora"]["n"] == 1
@@ -212,12 +224,14 @@ def test_cost_quick_writes_json_and_reuses_finished_runs(cost, tmp_path, shared_
     grid = next(e for e in report["runs"] if e["method"] == "lora_grid")
     assert set(grid["grid"]["per_rank"]) == {"1", "2"} and grid["cost"]["search_s"] > 0
     assert report["summary"]["adalora"]["ratio_to_adalora"]["median"] == pytest.approx(1.0)
-    assert set(report["targets"]) == {"autolora_vs_lora_grid", "autolora_vs_adalora"}
+    assert set(report["targets"]) == {f"{a}_vs_{b}" for a in cost.AUTOLORA_ROWS for b in ("lora_grid", "adalora")}
+    converge = next(e for e in report["runs"] if e["method"] == "autolora_converge")
+    assert converge["search"]["steps"] <= auto["search"]["steps"]
     assert "Reproduce" in (tmp_path / "cost_quick.md").read_text()
     # resumable: a second call recomputes nothing and reports the same costs
     assert cost.main(["--quick", "--out", str(tmp_path)]) == 0
     again = json.loads((tmp_path / "cost_quick.json").read_text())
-    assert again["runs_reused"] == 4 and again["runs_computed"] == 0
+    assert again["runs_reused"] == 5 and again["runs_computed"] == 0
     assert again["summary"]["autolora"]["cost_s"] == report["summary"]["autolora"]["cost_s"]
     assert next(e for e in again["runs"] if e["method"] == "autolora")["process"]["cpu_s"] > 0
 
@@ -245,3 +259,18 @@ def test_a_failed_run_is_recorded_and_the_benchmark_goes_on(tmp_path):
     rec = bench.run_one(run, REPO, echo=False)
     assert rec.status == "failed" and str(tmp_path / "none") in rec.error
     assert rec.process["returncode"] != 0 and (tmp_path / "run" / "failed.json").exists()
+
+
+def test_step_bench_tiny_model_counts_passes_and_writes_json(tmp_path):
+    """scripts/bench_step.py end to end on tiny-roberta: every configuration timed, passes as
+    documented (darts 4 with the one-sided difference, central 5, reuse 3), targets judged."""
+    import subprocess
+
+    cmd = [sys.executable, str(REPO / "scripts" / "bench_step.py"), "--model", "tiny-roberta", "--batch-size", "2",
+           "--seq-len", "16", "--repeats", "1", "--warmup", "0", "--threads", "1", "--no-memory", "--out", str(tmp_path)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
+    step = json.loads((tmp_path / "step.json").read_text())
+    assert step["passes"] == {"lora": 1, "inner": 1, "darts": 4, "darts_central": 5, "darts_reuse": 3,
+                              "first_order": 2, "exact": 4}
+    assert set(step["targets_met"]) == {"darts", "darts_reuse", "first_order", "exact"}
+    assert "| darts_central | 5 |" in (tmp_path / "step.md").read_text()
