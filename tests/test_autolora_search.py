@@ -140,6 +140,8 @@ def test_config_and_model_mismatches_are_user_errors():
         SearchConfig(finite_difference="backward")
     with pytest.raises(UserError, match="forward.*lookahead='sgd'"):
         SearchConfig(lookahead="betty", finite_difference="forward")
+    with pytest.raises(UserError, match="hypergrad='darts' only"):
+        SearchConfig(hypergrad="exact", finite_difference="central")
     with pytest.raises(UserError, match="no gradient"):
         SearchConfig(gate="none", selection_init=0.0)
     model, _ = _prepared(k=4)

@@ -94,6 +94,9 @@ class SearchConfig:
         if self.finite_difference is not None and self.finite_difference not in hg.FINITE_DIFFERENCES:
             raise UserError(f"unknown finite_difference {self.finite_difference!r}; accepted: "
                             f"{', '.join(hg.FINITE_DIFFERENCES)}")
+        if self.finite_difference is not None and self.hypergrad != "darts":
+            raise UserError(f"finite_difference={self.finite_difference!r} applies to hypergrad='darts' only (got "
+                            f"{self.hypergrad!r}); leave it null")
         if self.finite_difference == "forward" and self.lookahead == "betty":
             raise UserError("finite_difference='forward' needs lookahead='sgd': betty centres the difference on the "
                             "post-step weights, where no gradient is at hand; use finite_difference='central'")
