@@ -21,12 +21,16 @@ demo:  ## the whole pipeline on the embedded offline default (packaged MiniLM on
 # Benchmarks (issue 9): every run goes through run.py into outputs/bench/runs/...; finished runs
 # are reused, so a target can be stopped and rerun to resume. Pass settings through the *_ARGS
 # variables, e.g. make bench-quality BENCH_QUALITY_ARGS="--tasks rte,mrpc --seeds 0".
-.PHONY: bench bench-cost bench-quality
+.PHONY: bench bench-step bench-cost bench-quality
 BENCH_OUT ?= outputs/bench
+BENCH_STEP_ARGS ?= --threads 1 --repeats 7
 BENCH_COST_ARGS ?=
 BENCH_QUALITY_ARGS ?=
 
-bench: bench-cost bench-quality  ## both benchmarks (JSON + Markdown summaries in outputs/bench/)
+bench: bench-step bench-cost bench-quality  ## the three benchmarks (JSON + Markdown summaries in outputs/bench/)
+
+bench-step:  ## one search iteration per hypergradient mode vs one LoRA step (MiniLM, batch 16, seq 128)
+	$(PYTHON) scripts/bench_step.py --out $(BENCH_OUT) $(BENCH_STEP_ARGS)
 
 bench-cost:  ## end-to-end cost of AutoLoRA vs AdaLoRA, LoRA r=4 and the LoRA rank grid (MiniLM, RTE)
 	$(PYTHON) scripts/bench_cost.py --out $(BENCH_OUT) $(BENCH_COST_ARGS)

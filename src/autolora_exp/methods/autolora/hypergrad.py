@@ -137,7 +137,8 @@ def val_gradients(
 
 
 def _norm(tensors: list[torch.Tensor]) -> torch.Tensor:
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.double()) for t in tensors]))
+    """||v|| over a list of tensors (per-tensor norms in one fused call, combined in float64)."""
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)).double())
 
 
 @torch.no_grad()

@@ -72,8 +72,8 @@ class SelectionLoRA(nn.Module):
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         """scaling * B diag(alpha) A dropout(x): the k-term update applied to x."""
         h = nn.functional.linear(self.lora_dropout(x), self.lora_A)  # (..., k): v_j^T x
-        h = h * self.alpha()  # diag(alpha): weight of each rank-1 term
-        return nn.functional.linear(h, self.lora_B) * self.scaling  # sum_j alpha_j u_j (v_j^T x)
+        h = h * (self.alpha() * self.scaling)  # diag(alpha): weight of each rank-1 term (scaled on k, not out)
+        return nn.functional.linear(h, self.lora_B)  # sum_j alpha_j u_j (v_j^T x)
 
     def reset_selection(self, value: float) -> None:
         """Set every beta_j to ``value`` (a search's starting point)."""
