@@ -34,12 +34,11 @@ import argparse
 import hashlib
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from autolora_exp.bench import (add_run_arguments, parse_with_quick, write_report, BenchRun, RunRecord, glue_task, machine_info, machine_line, md_table,
-                                parse_list, run_one, stats, fmt_stat)
+from autolora_exp.bench import (BenchRun, RunRecord, add_run_arguments, fmt_stat, glue_task, machine_line, md_table,
+                                parse_list, parse_with_quick, run_benchmark, stats)
 from autolora_exp.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -349,24 +348,8 @@ def _memory_note(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
-    try:
-        runs, settings = plan(args)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    machine = machine_info()
-    start = time.perf_counter()
-    records = []
-    try:
-        for run in runs:
-            records.append(run_one(run, REPO))
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    entries = [run_entry(r) for r in records]
-    return write_report("cost", "scripts/bench_cost.py", argv, settings, machine, start, records, entries,
-                        summarise(entries, settings["methods"], settings["batch_size"]), markdown, args.out, args.name)
+    return run_benchmark("cost", "scripts/bench_cost.py", argv, parse_args(argv), REPO, plan, run_entry,
+                         lambda entries, st: summarise(entries, st["methods"], st["batch_size"]), markdown)
 
 
 if __name__ == "__main__":

@@ -30,12 +30,11 @@ import argparse
 import hashlib
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from autolora_exp.bench import (add_run_arguments, parse_with_quick, write_report, BenchRun, RunRecord, fmt_stat, glue_task, machine_info, machine_line,
-                                md_table, parse_list, run_one, stats)
+from autolora_exp.bench import (BenchRun, RunRecord, add_run_arguments, fmt_stat, glue_task, machine_line, md_table,
+                                parse_list, parse_with_quick, run_benchmark, stats)
 from autolora_exp.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -231,18 +230,8 @@ def _metric(cells: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
-    try:
-        runs, settings = plan(args)
-        machine = machine_info()
-        start = time.perf_counter()
-        records = [run_one(run, REPO) for run in runs]
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    entries = [run_entry(r) for r in records]
-    return write_report("quality", "scripts/bench_quality.py", argv, settings, machine, start, records, entries,
-                        summarise(entries, settings["tasks"], settings["methods"]), markdown, args.out, args.name)
+    return run_benchmark("quality", "scripts/bench_quality.py", argv, parse_args(argv), REPO, plan, run_entry,
+                         lambda entries, st: summarise(entries, st["tasks"], st["methods"]), markdown)
 
 
 if __name__ == "__main__":

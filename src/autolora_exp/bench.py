@@ -299,3 +299,24 @@ def parse_with_quick(p: Any, argv: list[str] | None, quick: dict[str, Any], stem
     args = p.parse_args(argv)
     args.name = args.name or (f"{stem}_quick" if args.quick else stem)
     return args
+
+
+def run_benchmark(bench: str, script: str, argv: list[str], args: Any, repo: Path, plan: Any, run_entry: Any,
+                  summarise: Any, markdown: Any) -> int:
+    """The body of a benchmark script: plan, run (or reuse) every run, summarise, write the report.
+
+    ``plan(args) -> (runs, settings)``, ``run_entry(record) -> entry`` and
+    ``summarise(entries, settings) -> summary`` are the script's own; a bad setting is one
+    ``error:`` line and exit status 2.
+    """
+    try:
+        runs, settings = plan(args)
+        machine = machine_info()
+        start = time.perf_counter()
+        records = [run_one(run, repo) for run in runs]
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    entries = [run_entry(r) for r in records]
+    return write_report(bench, script, argv, settings, machine, start, records, entries,
+                        summarise(entries, settings), markdown, args.out, args.name)
