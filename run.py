@@ -1,11 +1,14 @@
 """Entry point: ``python run.py [task=...] [model=...] [method=...] [key=value ...]``.
 
-See README.md. Errors that are the user's to fix print as one line and exit with status 2.
+See README.md. Errors that are the user's to fix print as one line and exit with status 2. A stop
+signal (SIGTERM, SIGUSR2, Ctrl-C) prints one line and exits 128 + signal after a checkpoint
+(under submitit the job is requeued); a second Ctrl-C aborts at once with status 130.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 import hydra
@@ -39,6 +42,10 @@ def main(cfg: DictConfig) -> float | None:
         except Preempted as err:
             print(f"stopped: {err}", file=sys.stderr, flush=True)
             result = None
+        except KeyboardInterrupt:  # a second Ctrl-C: the handler raises it wherever the run was
+            print("aborted: interrupted again while stopping; the last checkpoint written is kept, run the "
+                  "same command again to resume from it", file=sys.stderr, flush=True)
+            sys.exit(128 + signal.SIGINT)
         except (UserError, NonFiniteLossError) as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
             if in_multirun():

@@ -12,6 +12,9 @@ keeps the text up to the end-of-text token and up to the first blank line (it pa
   special tokens, then cut at the first blank line (:func:`cut_hypothesis`). Cutting the text
   rather than matching one token id also catches a blank line that a tokenizer spells with
   other tokens (``"\\n"`` + ``"\\n"``, ``".\\n\\n"``).
+
+A stop signal (:mod:`autolora_exp.preemption`) ends the beam search of the current batch at the
+next token and decoding stops there; the decoding is redone on resume.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from autolora_exp.preemption import stop_point, stop_requested
 
 _BLANK_LINE = re.compile(r"\n[^\S\n]*\n")
 
@@ -70,6 +75,18 @@ def generation_kwargs(settings: Any, eos_id: int, pad_id: int) -> dict[str, Any]
     return kwargs
 
 
+def stop_signal_criteria() -> Any:
+    """A ``generate`` stopping criterion that ends every beam once a stop signal has arrived (the
+    cut-short batch is then thrown away by :func:`stop_point`)."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class StopSignalCriterion(StoppingCriteria):
+        def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+            return torch.full((input_ids.shape[0],), stop_requested(), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([StopSignalCriterion()])
+
+
 @torch.no_grad()
 def generate_texts(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence[int]], settings: Any,
                    eos_id: int, pad_id: int, device: torch.device) -> list[str]:
@@ -79,13 +96,15 @@ def generate_texts(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence[
     was_training = model.training
     model.eval()
     config = GenerationConfig(**generation_kwargs(settings, eos_id, pad_id))
+    stopping = stop_signal_criteria()
     texts: list[str] = []
     try:
         for start in range(0, len(prompts), settings.batch_size):
             chunk = prompts[start:start + settings.batch_size]
             input_ids, attention_mask = left_pad(chunk, pad_id)
             out = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                 generation_config=config)
+                                 generation_config=config, stopping_criteria=stopping)
+            stop_point("decoding")  # a batch that the stop cut short is not used
             for row in out[:, input_ids.shape[1]:].tolist():
                 text = tokenizer.decode(until_eos(row, eos_id), skip_special_tokens=True)
                 texts.append(cut_hypothesis(text, settings.stop_at_blank_line))

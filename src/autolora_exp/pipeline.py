@@ -30,13 +30,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from autolora_exp import results
-from autolora_exp.checkpoint import Checkpointer
+from autolora_exp.checkpoint import Checkpointer, checkpoint_schedule
 from autolora_exp.data.split import ids_hash, split_half
 from autolora_exp.errors import UserError
 from autolora_exp.kinds import TaskKind, make_kind
 from autolora_exp.methods.base import SearchContext
 from autolora_exp.models import count_parameters, load_backbone, load_tokenizer
-from autolora_exp.preemption import Preempted, StopSignal
+from autolora_exp.preemption import Preempted, StopSignal, stop_point
 from autolora_exp.seeding import seed_everything
 from autolora_exp.tracking import Tracker
 from autolora_exp.train import fit
@@ -168,7 +168,8 @@ def search_phase(cfg: DictConfig, method: Any, data: Any, encoded: Any, kind: Ta
         d_tr_loader=loader_for(d_tr, True), d_val_loader=loader_for(d_val, True),
         evaluate_val=lambda model: kind.evaluate(model, "d_val", *val_eval_data(), device, None),
         train_cfg=cfg.train, primary_metric=cfg.task.primary_metric, greater_is_better=kind.greater_is_better,
-        device=device, on_log=log_alphas, progress=cfg.train.progress, checkpointer=checkpointer, stop=stop)
+        device=device, on_log=log_alphas, progress=cfg.train.progress, checkpointer=checkpointer, stop=stop,
+        seed=cfg.seed)
     outcome = method.search_ranks(ctx)
     save_rank_pattern_json(outcome.ranks, output_dir / "rank_pattern.json")
     heatmap = rank_heatmap(outcome.ranks, output_dir / "rank_heatmap.png",
@@ -198,7 +199,8 @@ def run(cfg: DictConfig, stop: StopSignal | None = None) -> dict[str, Any]:
 
     Skips the run when its folder already holds a result.json of the same config (hash), and
     resumes from the phase checkpoints when an earlier attempt was stopped. A failure writes
-    failed.json (error and phase) and re-raises.
+    failed.json (error and phase) and re-raises; a stop (:class:`Preempted`) or an abort (a second
+    Ctrl-C) is no failure: the checkpoints are the record.
     """
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -211,7 +213,7 @@ def run(cfg: DictConfig, stop: StopSignal | None = None) -> dict[str, Any]:
     timer = PhaseTimer(resolve_device(cfg.device))
     try:
         result = _run(cfg, config, digest, output_dir, timer, stop or StopSignal())
-    except Preempted:
+    except (Preempted, KeyboardInterrupt):
         raise
     except BaseException as err:
         results.write_failure(output_dir, timer.current or "setup", err, config, digest)
@@ -226,13 +228,14 @@ def _run(cfg: DictConfig, config: dict[str, Any], digest: str, output_dir: Path,
          stop: StopSignal) -> dict[str, Any]:
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
+    schedule = checkpoint_schedule(cfg.train)
     task_cfg, model_cfg = cfg.task, cfg.model
     method = instantiate(cfg.method)
     run_name = f"{task_cfg.name}/{model_cfg.name}/{method.name}/seed{cfg.seed}"
     tracker = Tracker(cfg.logger, config, run_name, str(output_dir))
 
     def checkpointer(phase: str) -> Checkpointer:
-        return Checkpointer(output_dir / CHECKPOINT_DIR, phase, cfg.train.checkpoint_every, digest)
+        return Checkpointer(output_dir / CHECKPOINT_DIR, phase, config_hash=digest, **schedule)
 
     with timer("data"):
         data = load_task_data(task_cfg, cfg.seed)
@@ -252,6 +255,7 @@ def _run(cfg: DictConfig, config: dict[str, Any], digest: str, output_dir: Path,
         return {split: evaluate_split(model, split) for split in task_cfg.eval_splits}
 
     search = None
+    stop_point("data")  # a stop during data loading ends the run here (nothing to save yet)
     if getattr(method, "searches_ranks", False):
         with timer("search") as record:
             seed_everything(cfg.seed + PHASE_SEEDS["search"])
@@ -274,7 +278,10 @@ def _run(cfg: DictConfig, config: dict[str, Any], digest: str, output_dir: Path,
     test = None
     if task_cfg.test_split:
         with timer("test"):
-            test = evaluate_split(model, task_cfg.test_split)
+            try:
+                test = evaluate_split(model, task_cfg.test_split)
+            except Preempted as stopped:  # the retrain's final checkpoint is kept; the test is redone
+                raise stopped.within("test") from None
 
     ranks = method.ranks(model)
     if ranks and search is None:  # AdaLoRA's final budget, drawn like AutoLoRA's found ranks

@@ -101,8 +101,12 @@ class TrainConfig:
     max_steps: Optional[int] = None
     num_workers: int = 0
     progress: bool = True
-    #: save a checkpoint every N steps (search and retrain); 0 = only after each epoch and phase
-    checkpoint_every: int = 200
+    #: save a checkpoint every N steps (search and retrain); 0 = off (see checkpoint_every_s)
+    checkpoint_every: int = 0
+    #: save a checkpoint once this many seconds have passed since the last one (checked at every
+    #: step and epoch boundary); 0/null = off. A stop signal always saves, and each phase saves at
+    #: its end (autolora_exp.checkpoint)
+    checkpoint_every_s: Optional[float] = 1800.0
     #: keep the checkpoints once result.json is written (they are deleted by default)
     keep_checkpoints: bool = False
 

@@ -4,10 +4,12 @@ AdamW (no weight decay on biases and normalisation weights), a linear schedule w
 gradient clipping, evaluation after every epoch. Methods hook in through
 :class:`~autolora_exp.methods.base.Method` (AdaLoRA's allocator, its orthogonality penalty).
 
-With a :class:`~autolora_exp.checkpoint.Checkpointer` the loop saves every N steps, after every
-epoch and at the end, and a new call with the same checkpointer resumes exactly where the last
-checkpoint left off (same weights, optimiser, schedule, RNG and data order). A NaN/inf loss stops
-the run with the step named; the last good checkpoint stays on disk.
+With a :class:`~autolora_exp.checkpoint.Checkpointer` the loop saves on its schedule (checked
+after every step and epoch), at a stop signal and at the end, and a new call with the same
+checkpointer resumes exactly where the last checkpoint left off (same weights, optimiser,
+schedule, RNG and data order). A stop during an epoch's evaluation saves the state of the
+epoch's last step (RNG as it was before the evaluation) and the evaluation is redone on resume.
+A NaN/inf loss stops the run with the step named; the last good checkpoint stays on disk.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from tqdm.auto import tqdm
 
 from autolora_exp.checkpoint import Checkpointer, load_trainable_state, rng_state, set_rng_state, trainable_state
 from autolora_exp.methods.base import Method
-from autolora_exp.preemption import StopSignal
+from autolora_exp.preemption import Preempted, StopSignal
 
 
 class NonFiniteLossError(RuntimeError):
@@ -119,12 +121,12 @@ def fit(
         if state.get("done"):
             return result
 
-    def save(done: bool = False) -> None:
+    def save(done: bool = False, rng: dict[str, Any] | None = None) -> None:
         if checkpointer is not None:
             checkpointer.save({"model": trainable_state(model), "optimizer": optimizer.state_dict(),
                                "scheduler": scheduler.state_dict(), "method": method.state_dict(model),
                                "result": asdict(result), "step": step, "loss_sum": loss_sum, "n": n,
-                               "rng": rng_state(), "done": done})
+                               "rng": rng or rng_state(), "done": done})
 
     start = time.perf_counter() - result.wall_s
     bar = tqdm(total=total, initial=step, desc=phase, disable=not train_cfg.progress, dynamic_ncols=True)
@@ -157,7 +159,12 @@ def fit(
                 save()
             if stop is not None:
                 stop.check(phase, step, save)
-        scores = evaluate(model)
+        rng_at_step = rng_state()
+        try:
+            scores = evaluate(model)
+        except Preempted as stopped:  # mid-evaluation: keep the step boundary, evaluate again on resume
+            save(rng=rng_at_step)
+            raise stopped.within(phase, step) from None
         record = {"epoch": epoch, "step": step, "train_loss": loss_sum / max(n, 1), "eval": scores}
         result.epochs.append(record)
         value = next(iter(scores.values()))[primary_metric]
@@ -166,7 +173,8 @@ def fit(
         if better and not math.isnan(value):
             result.best_value, result.best_epoch = value, epoch
         result.steps, result.wall_s = step, time.perf_counter() - start
-        save()
+        if checkpointer is not None and checkpointer.due(step):
+            save()
         if on_epoch is not None:
             on_epoch(record)
         bar.write(f"[{phase}] epoch {epoch}: loss {record['train_loss']:.4f}, "

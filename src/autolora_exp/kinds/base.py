@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from autolora_exp.preemption import ignore_stop_signals
+
 datasets.disable_progress_bars()  # per-split "Map" bars drown the training progress bar
 
 
@@ -39,10 +41,12 @@ class TaskKind:
         raise NotImplementedError
 
     def loader(self, dataset: Any, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0) -> DataLoader:
-        """Batches of ``dataset``. Never drops the last partial batch: evaluation covers whole splits."""
+        """Batches of ``dataset``. Never drops the last partial batch: evaluation covers whole splits.
+        Workers (``num_workers`` > 0) ignore the stop signals: the main process owns the stop."""
         generator = torch.Generator().manual_seed(seed)
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                            collate_fn=self.collate, drop_last=False, num_workers=num_workers)
+                            collate_fn=self.collate, drop_last=False, num_workers=num_workers,
+                            worker_init_fn=ignore_stop_signals)
         loader.base_seed = seed  # train.epoch_batches reseeds the shuffle per epoch from it
         return loader
 

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from autolora_exp.errors import UserError
 from autolora_exp.kinds.base import TaskKind
+from autolora_exp.preemption import stop_point
 from autolora_exp.train import move_to
 
 
@@ -62,6 +63,7 @@ class SequenceClassification(TaskKind):
         model.eval()
         preds, refs = [], []
         for batch in loader:
+            stop_point("evaluation")
             labels = batch.pop("labels")
             logits = model(**move_to(batch, device)).logits
             preds.append(logits.squeeze(-1).float().cpu() if self.regression else logits.argmax(-1).cpu())

@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader
 from autolora_exp.errors import UserError
 from autolora_exp.generate import generate_texts
 from autolora_exp.kinds.base import TaskKind
+from autolora_exp.preemption import stop_point
 from autolora_exp.results import atomic_write_text
 from autolora_exp.train import move_to
 
@@ -182,6 +183,7 @@ class CausalGeneration(TaskKind):
         model.eval()
         total, count = 0.0, 0
         for batch in loader:
+            stop_point("evaluation")
             n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())  # the model shifts labels by one
             if n:
                 total += float(model(**move_to(batch, device)).loss) * n

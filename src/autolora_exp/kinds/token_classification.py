@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from autolora_exp.data.token_labels import IGNORE_INDEX, tokenize_and_align, word_predictions
 from autolora_exp.errors import UserError
 from autolora_exp.kinds.base import TaskKind
+from autolora_exp.preemption import stop_point
 from autolora_exp.results import atomic_write_json
 from autolora_exp.train import move_to
 
@@ -65,6 +66,7 @@ class TokenClassification(TaskKind):
         model.eval()
         windows: list[list[int]] = []
         for batch in loader:
+            stop_point("evaluation")
             batch.pop("labels", None)
             lengths = batch["attention_mask"].sum(-1).tolist()
             argmax = model(**move_to(batch, device)).logits.argmax(-1).cpu()

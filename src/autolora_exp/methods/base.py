@@ -73,3 +73,5 @@ class SearchContext:
     progress: bool = True
     checkpointer: Any = None
     stop: Any = None
+    #: the run's seed: a search that trains several models derives each one's seed from it
+    seed: int = 0

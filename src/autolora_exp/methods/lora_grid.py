@@ -6,7 +6,13 @@
 
 It uses exactly the held-out split AutoLoRA searches on (the pipeline's ``split_for_search``),
 so the two are compared on equal terms; its cost is the search phase (every grid training)
-plus the retrain. Each finished rank is checkpointed: a preempted grid resumes at the next rank.
+plus the retrain.
+
+Preemption is exact: rank r trains from its own seed, derived from (seed, r), so it does not
+depend on the ranks trained before it; its training is checkpointed like any other
+(``checkpoints/search_r<r>.pt``, RNG included), and each finished rank is recorded in the
+grid's checkpoint. A stopped grid resumes inside the rank it was training and gives the same
+scores and best rank, bit for bit on CPU, as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from autolora_exp.errors import UserError
 from autolora_exp.methods.base import Method, SearchContext
 from autolora_exp.methods.lora import LoRA
 from autolora_exp.models import check_target_modules, count_parameters
+from autolora_exp.seeding import derived_seed, seed_everything
 from autolora_exp.train import fit
 
 
@@ -72,18 +79,22 @@ class LoRAGrid(Method):
             if r in per_rank:
                 continue
             t0 = time.perf_counter()
+            seed_everything(derived_seed(ctx.seed, r))  # head and LoRA init, dropout: rank r's own stream
             lora = self.lora(r)
             model = ctx.new_model()
             layers = check_target_modules(model, ctx.target_modules)
             model = lora.prepare(model, ctx.target_modules, ctx.head_modules).to(ctx.device)
+            rank_checkpointer = (ctx.checkpointer.for_phase(f"{ctx.checkpointer.phase}_r{r}")
+                                 if ctx.checkpointer is not None else None)
             trained = fit(model, lora, ctx.d_tr_loader, lambda m: {"d_val": ctx.evaluate_val(m)}, ctx.train_cfg,
                           self.lr, ctx.primary_metric, ctx.device, greater_is_better=ctx.greater_is_better,
-                          phase=f"grid r={r}", stop=ctx.stop)
+                          phase=f"grid r={r}", checkpointer=rank_checkpointer, stop=ctx.stop)
             per_rank[r] = {"value": trained.best_value, "best_epoch": trained.best_epoch, "steps": trained.steps,
                            "wall_s": round(time.perf_counter() - t0, 3),
                            "trainable": count_parameters(model)["trainable"]}
             if ctx.checkpointer is not None:
                 ctx.checkpointer.save({"per_rank": per_rank, "layers": layers, "step": len(per_rank)})
+                rank_checkpointer.clear()  # type: ignore[union-attr]
         scored = {r: v for r, v in per_rank.items() if v["value"] is not None}
         if not scored:
             raise UserError(f"no rank of {self.grid} produced a finite D_val {ctx.primary_metric}")
