@@ -155,6 +155,34 @@ def test_stop_during_evaluation_keeps_the_step_checkpoint_and_redoes_it(call, ph
     assert comparable(resume(cfg)) == comparable(uninterrupted)
 
 
+def e2e_overrides() -> list[str]:
+    data = SHARED_DATA / "e2e"
+    if not data.is_dir():
+        pytest.skip(f"{data} not found")
+    return ["debug=default", "task=e2e", f"task.data_dir={data}", "model=tiny-gpt2", "task.max_length=64",
+            "task.generation.num_beams=2", "task.generation.max_new_tokens=8", "train.max_steps=null",
+            f"task.metric._target_={__name__}.quick_bleu", "task.test_split=null"]
+
+
+@pytest.mark.parametrize("kind", ["token_classification", "generation"])
+def test_every_kinds_evaluation_loop_checks_for_a_stop(kind, tmp_path, monkeypatch):
+    """Sequence classification and decoding are checked above; here NER's window loop and the
+    generation kind's teacher-forced loss loop stop between two batches too."""
+    if kind == "token_classification":
+        from autolora_exp.kinds.token_classification import TokenClassification as owner
+
+        overrides, loop = [*TWO_EPOCHS, "task=wnut16"], "predict_windows"
+    else:
+        from autolora_exp.kinds.generation import CausalGeneration as owner
+
+        overrides, loop = e2e_overrides(), "loss"
+    signal_at_call(monkeypatch, owner, loop, 1)
+    stopped = run_until_stopped(compose([*overrides, "method=lora"], tmp_path))
+    assert (stopped.phase, stopped.during) == ("train", "evaluation")  # after epoch 1, at its last step
+    state = torch.load(tmp_path / "checkpoints" / "train.pt", weights_only=False)
+    assert state["step"] == stopped.step > 0 and state["result"]["epochs"] == []
+
+
 def quick_bleu(hypotheses, references):
     """Corpus BLEU alone (pure Python): the Java metrics' start-up is not what is tested here."""
     from autolora_exp.metrics.nlg.mteval import corpus_bleu_13a
@@ -165,12 +193,7 @@ def quick_bleu(hypotheses, references):
 def test_stop_during_beam_decoding_redoes_the_decoding(tmp_path, monkeypatch):
     from autolora_exp.kinds import generation
 
-    data = SHARED_DATA / "e2e"
-    if not data.is_dir():
-        pytest.skip(f"{data} not found")
-    overrides = ["debug=default", "task=e2e", f"task.data_dir={data}", "model=tiny-gpt2", "task.max_length=64",
-                 "task.generation.num_beams=2", "task.generation.max_new_tokens=8", "train.max_steps=null",
-                 f"task.metric._target_={__name__}.quick_bleu", "task.test_split=null"]
+    overrides = e2e_overrides()
     uninterrupted = run(compose(overrides, tmp_path / "uninterrupted"))
 
     cfg = compose(overrides, tmp_path / "stopped")
