@@ -97,14 +97,25 @@ def test_grid_stopped_inside_a_rank_gives_the_same_scores_and_best_rank(tmp_path
     grid = json.loads((tmp_path / "uninterrupted" / "search.json").read_text())
 
     cfg = compose(overrides, tmp_path / "stopped")
-    signal_at_step(monkeypatch, "search_r4", 2)  # rank 4's third of 8 steps: ranks 1 and 2 are done
+    signal_at_step(monkeypatch, "search_r4", 2)  # after rank 4's 2nd of 8 steps: ranks 1 and 2 are done
     stopped = run_until_stopped(cfg)
     assert stopped.phase == "grid r=4" and stopped.step == 2
     checkpoints = tmp_path / "stopped" / "checkpoints"
     assert sorted(torch.load(checkpoints / "search.pt", weights_only=False)["per_rank"]) == [1, 2]
     assert torch.load(checkpoints / "search_r4.pt", weights_only=False)["step"] == 2
 
+    loaded: list[tuple[str, int]] = []
+    real_load = Checkpointer.load
+
+    def load(self):
+        state = real_load(self)
+        if state is not None:
+            loaded.append((self.phase, state["step"]))
+        return state
+
+    monkeypatch.setattr(Checkpointer, "load", load)
     resumed = resume(cfg)
+    assert ("search", 2) in loaded and ("search_r4", 2) in loaded  # resumed inside rank 4, not from its start
     again = json.loads((tmp_path / "stopped" / "search.json").read_text())
     without_time = [{r: {k: v for k, v in s.items() if k != "wall_s"} for r, s in g["per_rank"].items()}
                     for g in (grid, again)]
