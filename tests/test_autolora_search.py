@@ -29,14 +29,17 @@ def _prepared(seed=0, dropout=0.0, k=4, gate="softmax"):
 
 
 class Recorder:
-    """A loss_fn that records which batch (by tag) every pass evaluates."""
+    """A loss_fn that records which batch (by tag) every pass evaluates, and the loss it got."""
 
     def __init__(self):
         self.calls: list[str] = []
+        self.values: list[float] = []
 
     def __call__(self, model, batch):
         self.calls.append(batch["tag"])
-        return model(**{k: v for k, v in batch.items() if k != "tag"}).loss
+        loss = model(**{k: v for k, v in batch.items() if k != "tag"}).loss
+        self.values.append(loss.item())
+        return loss
 
 
 @pytest.mark.parametrize(
@@ -70,15 +73,28 @@ def test_search_draws_only_from_its_loaders_in_the_right_roles(hypergrad, lookah
         assert [c for c in it if c.startswith("val")] == [val_cycle[i]]
         assert {c for c in it if c.startswith("tr")} == {f"tr{i}"}
 
+    # history losses: the mean over the iterations since the previous entry of each iteration's
+    # first L_tr and its L_val pass (entries at steps 0, 2, 4 and the end, 5)
+    def first(i, prefix):
+        it = range(i * calls, (i + 1) * calls)
+        return next(loss.values[j] for j in it if loss.calls[j].startswith(prefix))
+
+    assert [h["step"] for h in result.history] == [0, 2, 4, 5]
+    assert result.history[0]["train_loss"] is None and result.history[0]["val_loss"] is None
+    for entry, window in zip(result.history[1:], [(0, 1), (2, 3), (4,)]):
+        assert entry["train_loss"] == pytest.approx(sum(first(i, "tr") for i in window) / len(window), rel=1e-5)
+        assert entry["val_loss"] == pytest.approx(sum(first(i, "val") for i in window) / len(window), rel=1e-5)
+
 
 def test_search_moves_beta_logs_and_reports():
     model, layers = _prepared()
     logged = []
     cfg = SearchConfig(k=4, lr_selection=0.05, log_every=3, epochs=2)
-    result = search(model, batches(4, 1), batches(4, 2), cfg, on_log=lambda s, a: logged.append((s, a)), progress=False)
+    result = search(model, batches(4, 1), batches(4, 2), cfg, on_log=logged.append, progress=False)
     assert result.steps == 8
-    assert [s for s, _ in logged] == [0, 3, 6, 8] == [h["step"] for h in result.history]
-    assert logged[0][1]["roberta.encoder.layer.0.attention.self.query"] == pytest.approx([0.25] * 4)
+    assert logged == result.history and [h["step"] for h in logged] == [0, 3, 6, 8]
+    assert logged[0]["alphas"]["roberta.encoder.layer.0.attention.self.query"] == pytest.approx([0.25] * 4)
+    assert all(h["train_loss"] > 0 and h["val_loss"] > 0 for h in logged[1:])
     assert set(result.alphas) == set(layers) == set(result.ranks)
     for name, layer in layers.items():
         assert not torch.allclose(layer.selection_logits, torch.zeros(4))  # moved from the init
@@ -178,8 +194,8 @@ def _patience_run(tmp_path=None, stop_at=None, patience=2):
     torch.manual_seed(7)
     stop = StopSignal()
 
-    def on_log(step, _alphas):
-        if step == stop_at:
+    def on_log(entry):
+        if entry["step"] == stop_at:
             stop.signum = 15  # as the SIGTERM handler would
 
     cfg = SearchConfig(k=4, lr_selection=0.05, lr_weights=1e-2, epochs=10, log_every=1, patience=patience)

@@ -69,7 +69,8 @@ class SearchContext:
     primary_metric: str
     greater_is_better: bool
     device: torch.device
-    on_log: Callable[[int, dict[str, list[float]]], None] | None = None
+    #: called with each search history entry (AutoLoRA: step, alphas, train/val losses)
+    on_log: Callable[[dict[str, Any]], None] | None = None
     progress: bool = True
     checkpointer: Any = None
     stop: Any = None

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from autolora_exp.checkpoint import Checkpointer, load_trainable_state, rng_state, set_rng_state, trainable_state
 from autolora_exp.errors import UserError
+from autolora_exp.loss_window import LossWindow
 from autolora_exp.methods.autolora import hypergrad as hg
 from autolora_exp.methods.autolora.gates import check_gate, check_selection_init
 from autolora_exp.methods.autolora.layer import alphas, selection_layers, selection_parameters, weight_parameters
@@ -136,7 +137,9 @@ class SearchResult:
     steps: int
     #: forward+backward passes per iteration (see hypergrad's docstring for the counting)
     passes_per_iteration: int
-    #: [{"step": s, "alphas": {layer: [alpha_j]}}] at step 0, every log_every steps and at the end
+    #: [{"step": s, "alphas": {layer: [alpha_j]}, "train_loss": L_tr, "val_loss": L_val}] at step 0,
+    #: every log_every steps and at the end; the losses are means over the iterations since the
+    #: previous entry (see :attr:`BilevelSearch.losses`), None at step 0
     history: list[dict[str, Any]] = field(default_factory=list)
     wall_time_s: float = 0.0
     #: final beta per layer
@@ -166,7 +169,11 @@ class BilevelSearch:
                     f"layer {name!r} has k={layer.k}, gate={layer.gate!r} but the search config says "
                     f"k={config.k}, gate={config.gate!r}; inject and search with the same values"
                 )
-        self.model, self.config, self.loss_fn = model, config, loss_fn
+        self.model, self.config = model, config
+        self.loss_fn = self._recording(loss_fn)
+        #: the iteration's first L_tr and L_val (see :meth:`step`), detached, on the device
+        self.losses: dict[str, torch.Tensor] = {}
+        self._val_batch: Any = None
         self.selection = selection_parameters(model)
         self.weights = weight_parameters(model)
         if not self.weights:
@@ -181,9 +188,26 @@ class BilevelSearch:
         if config.hypergrad == "exact":
             hg.require_eager_attention(model)
 
+    def _recording(self, loss_fn: hg.LossFn) -> hg.LossFn:
+        """``loss_fn`` that also keeps the first loss of each batch of the iteration in :attr:`losses`."""
+
+        def recorded(model: nn.Module, batch: Any) -> torch.Tensor:
+            loss = loss_fn(model, batch)
+            self.losses.setdefault("val_loss" if batch is self._val_batch else "train_loss", loss.detach())
+            return loss
+
+        return recorded
+
     def step(self, tr_batch: Any, val_batch: Any) -> int:
-        """One iteration (look-ahead, outer step on beta, inner step on W); returns its passes."""
+        """One iteration (look-ahead, outer step on beta, inner step on W); returns its passes.
+
+        Afterwards :attr:`losses` holds the iteration's first loss on each batch:
+        ``train_loss`` = L_tr(W, beta) at the weights before the inner step (first_order: with
+        the updated beta) and ``val_loss`` = the upper-level objective of eq. 5 as evaluated,
+        L_val(W_hat, beta) (first_order: at W; betty: at the post-step W').
+        """
         cfg, counter = self.config, hg.PassCounter()
+        self.losses, self._val_batch = {}, val_batch
         args = (self.model, self.loss_fn, tr_batch, val_batch, self.weights, self.selection)
         if cfg.lookahead == "betty":
             h = hg.darts_betty(*args, self.w_opt, self._inner_update, cfg.fd_eps, counter)
@@ -231,7 +255,7 @@ def search(
     d_val_loader: Iterable[Any],
     config: SearchConfig | None = None,
     loss_fn: hg.LossFn = default_loss_fn,
-    on_log: Callable[[int, dict[str, list[float]]], None] | None = None,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = True,
     checkpointer: Checkpointer | None = None,
     stop: StopSignal | None = None,
@@ -242,6 +266,7 @@ def search(
     ``d_val_loader`` batches. Runs ``epochs`` passes over D_tr (or ``max_steps`` iterations if
     fewer), or stops earlier once the thresholded ranks are stable (``patience``, see
     :func:`ranks_stable`). Batches (dicts of tensors) are moved to the model's device.
+    ``on_log`` receives every history entry as it is made (step, alphas, mean losses).
 
     With a ``checkpointer``, the state (W, beta, both optimisers, step, alpha history, RNG and
     both loaders' positions) is saved every N steps and at the end, and a new call resumes from
@@ -258,6 +283,7 @@ def search(
     history: list[dict[str, Any]] = []
     step, passes, val_used, elapsed = 0, 0, 0, 0.0
     converged_at: int | None = None
+    window = LossWindow()  # (L_tr, L_val) since the last history entry
 
     state = checkpointer.load() if checkpointer else None
     if state is not None:
@@ -269,21 +295,24 @@ def search(
         step, passes, val_used, elapsed, history = (state["step"], state["passes"], state["val_used"],
                                                     state["elapsed"], state["history"])
         set_rng_state(state["rng"])
+        window.load_state(state.get("loss_window"), device)
         if config.patience and history[-1]["step"] == step and ranks_stable(history, config.gate, config.patience):
             converged_at = step  # stopped right after the convergence test passed
 
     def log(at: int) -> None:
-        snapshot = alphas(model)
-        history.append({"step": at, "alphas": snapshot})
+        means = window.take()
+        entry = {"step": at, "alphas": alphas(model), "train_loss": means[0] if means else None,
+                 "val_loss": means[1] if means else None}
+        history.append(entry)
         if on_log is not None:
-            on_log(at, snapshot)
+            on_log(entry)
 
     def save() -> None:
         if checkpointer is not None:
             checkpointer.save({"model": trainable_state(model), "w_opt": engine.w_opt.state_dict(),
                                "s_opt": engine.s_opt.state_dict(), "step": step, "passes": passes,
                                "val_used": val_used, "elapsed": time.perf_counter() - start,
-                               "history": history, "rng": rng_state()})
+                               "history": history, "rng": rng_state(), "loss_window": window.state()})
 
     was_training = model.training
     model.train()
@@ -298,6 +327,7 @@ def search(
                 if step >= total or converged_at is not None:
                     break
                 passes = engine.step(_to_device(tr_batch, device), _to_device(next(val_batches), device))
+                window.add(engine.losses["train_loss"], engine.losses["val_loss"])
                 step += 1
                 val_used += 1
                 _check_finite(engine, step)
