@@ -19,6 +19,7 @@ import json
 import logging
 import resource
 import shutil
+import signal
 import sys
 import time
 from contextlib import contextmanager
@@ -158,24 +159,19 @@ def search_phase(cfg: DictConfig, method: Any, data: Any, encoded: Any, kind: Ta
         raw_val = data["train"].filter(lambda row: row["idx"] in val_ids, keep_in_memory=True)
         return raw_val, loader_for(kind.encode("d_val", raw_val), False)
 
-    def log_alphas(step: int, alphas: dict[str, list[float]]) -> None:
-        tracker.log({f"search/alpha/{layer}/{j}": a for layer, values in alphas.items()
-                     for j, a in enumerate(values)}, step=step)
-
     ctx = SearchContext(
         new_model=lambda: load_backbone(cfg.model, kind.tokenizer, kind.auto_class, kind.head_kwargs()).to(device),
         target_modules=list(cfg.model.target_modules), head_modules=list(cfg.model.head_modules),
         d_tr_loader=loader_for(d_tr, True), d_val_loader=loader_for(d_val, True),
         evaluate_val=lambda model: kind.evaluate(model, "d_val", *val_eval_data(), device, None),
         train_cfg=cfg.train, primary_metric=cfg.task.primary_metric, greater_is_better=kind.greater_is_better,
-        device=device, on_log=log_alphas, progress=cfg.train.progress, checkpointer=checkpointer, stop=stop,
+        device=device, on_log=tracker.log_search, progress=cfg.train.progress, checkpointer=checkpointer, stop=stop,
         seed=cfg.seed)
     outcome = method.search_ranks(ctx)
     save_rank_pattern_json(outcome.ranks, output_dir / "rank_pattern.json")
-    heatmap = rank_heatmap(outcome.ranks, output_dir / "rank_heatmap.png",
-                           title=f"{cfg.task.name} | {cfg.model.name} | {method.name}")
+    rank_heatmap(outcome.ranks, output_dir / "rank_heatmap.png",
+                 title=f"{cfg.task.name} | {cfg.model.name} | {method.name}")
     results.atomic_write_json(output_dir / "search.json", outcome.to_dict())
-    tracker.log_image("search/rank_heatmap", str(heatmap))
     return {
         "ranks": outcome.ranks,
         "mean_rank": outcome.mean_rank,
@@ -184,6 +180,8 @@ def search_phase(cfg: DictConfig, method: Any, data: Any, encoded: Any, kind: Ta
         "passes_per_iteration": outcome.passes_per_iteration,
         # AutoLoRA with search.patience: the iteration where the ranks were found stable
         "converged_at": getattr(outcome, "converged_at", None),
+        # the rank grid: rank -> its D_val score, best epoch, steps, wall time, trainable parameters
+        "per_rank": getattr(outcome, "per_rank", None),
         "split": {name: {"n": len(set(part["idx"])), "rows": len(part), "ids_sha256": ids_hash(set(part["idx"]))}
                   for name, part in (("d_tr", d_tr), ("d_val", d_val))},
     }
@@ -211,13 +209,20 @@ def run(cfg: DictConfig, stop: StopSignal | None = None) -> dict[str, Any]:
         print(f"already finished (same config): {output_dir / results.RESULT_FILE}", flush=True)
         return finished
     timer = PhaseTimer(resolve_device(cfg.device))
+    tracker = Tracker.for_run(cfg, config, digest)
     try:
-        result = _run(cfg, config, digest, output_dir, timer, stop or StopSignal())
-    except (Preempted, KeyboardInterrupt):
+        result = _run(cfg, config, digest, output_dir, timer, tracker, stop or StopSignal())
+    except Preempted as err:
+        tracker.stopped(err.signum)
+        raise
+    except KeyboardInterrupt:  # a second Ctrl-C: an abort, no failure
+        tracker.stopped(signal.SIGINT)
         raise
     except BaseException as err:
         results.write_failure(output_dir, timer.current or "setup", err, config, digest)
+        tracker.failed(timer.current or "setup", err)
         raise
+    tracker.finish()
     (output_dir / results.FAILED_FILE).unlink(missing_ok=True)
     if not cfg.train.keep_checkpoints:
         shutil.rmtree(output_dir / CHECKPOINT_DIR, ignore_errors=True)
@@ -225,14 +230,12 @@ def run(cfg: DictConfig, stop: StopSignal | None = None) -> dict[str, Any]:
 
 
 def _run(cfg: DictConfig, config: dict[str, Any], digest: str, output_dir: Path, timer: "PhaseTimer",
-         stop: StopSignal) -> dict[str, Any]:
+         tracker: Tracker, stop: StopSignal) -> dict[str, Any]:
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     schedule = checkpoint_schedule(cfg.train)
     task_cfg, model_cfg = cfg.task, cfg.model
     method = instantiate(cfg.method)
-    run_name = f"{task_cfg.name}/{model_cfg.name}/{method.name}/seed{cfg.seed}"
-    tracker = Tracker(cfg.logger, config, run_name, str(output_dir))
 
     def checkpointer(phase: str) -> Checkpointer:
         return Checkpointer(output_dir / CHECKPOINT_DIR, phase, config_hash=digest, **schedule)
@@ -271,7 +274,7 @@ def _run(cfg: DictConfig, config: dict[str, Any], digest: str, output_dir: Path,
         params = count_parameters(model)
         trained = fit(model, method, loader_for(encoded["train"], True), evaluate, cfg.train, method.lr,
                       task_cfg.primary_metric, device, greater_is_better=kind.greater_is_better,
-                      on_epoch=lambda r: tracker.log(_flatten(r), step=r["step"]),
+                      on_epoch=tracker.log_epoch, on_step=tracker.log_train_step,
                       checkpointer=checkpointer("train"), stop=stop)
         record.update(steps=trained.steps, resumed_from_step=trained.resumed_from)
 
@@ -315,10 +318,10 @@ def _run(cfg: DictConfig, config: dict[str, Any], digest: str, output_dir: Path,
         "env": results.environment(str(device)),
         "created": results.now(),
     }
+    tracker.record_result(result, output_dir)
     with timer("write"):
         path = write_result_or_report(output_dir, result)
-    tracker.summary({"final/" + k: v for k, v in _flatten(result["metrics"]["final"]).items()})
-    tracker.finish()
+    tracker.log_outputs(output_dir)
     print_summary(result, path)
     return result
 
@@ -333,17 +336,6 @@ def write_result_or_report(output_dir: Path, result: dict[str, Any]) -> Path:
         raise UserError(f"could not write {output_dir / results.RESULT_FILE} ({err.strerror or err}); the metrics "
                         "are printed above and the checkpoints are kept: free space and run the same command "
                         "again (it resumes from the checkpoints)") from err
-
-
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out.update(_flatten(v, f"{prefix}{k}/"))
-        return out
-    if isinstance(obj, (int, float)):
-        out[prefix.rstrip("/")] = obj
-    return out
 
 
 def print_summary(result: dict[str, Any], path: Path) -> None:

@@ -118,8 +118,11 @@ class LoggerConfig:
     mode: str = "offline"
     project: str = "autolora-exp"
     entity: Optional[str] = None
+    #: W&B group; None = the experiment (``name``)
     group: Optional[str] = None
     tags: list[str] = field(default_factory=list)
+    #: optimiser steps between two ``train/loss``/``train/lr`` points (the loss is their mean)
+    log_every_steps: int = 50
 
 
 # ---- methods -------------------------------------------------------------------------------

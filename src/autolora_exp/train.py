@@ -91,12 +91,15 @@ def fit(
     greater_is_better: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     phase: str = "train",
+    on_step: Callable[[int, torch.Tensor, float], None] | None = None,
     checkpointer: Checkpointer | None = None,
     stop: StopSignal | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``train_cfg.epochs`` epochs (or ``max_steps``), evaluating each epoch.
 
     The best epoch is the one with the best ``primary_metric`` on the first evaluated split.
+    ``on_step(step, loss, lr)`` is called after every optimiser step with the step's loss (a
+    detached tensor, not synced) and the learning rate that step used.
     """
     from transformers import get_linear_schedule_with_warmup
 
@@ -146,6 +149,7 @@ def fit(
             loss.backward()
             if train_cfg.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(trainable, train_cfg.max_grad_norm)
+            step_lr = optimizer.param_groups[0]["lr"]  # this step's rate (the scheduler moves it next)
             optimizer.step()
             scheduler.step()
             step += 1
@@ -155,6 +159,8 @@ def fit(
             n += 1
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{loss_sum / n:.4f}")
+            if on_step is not None:
+                on_step(step, loss.detach(), step_lr)
             if checkpointer is not None and checkpointer.due(step):
                 save()
             if stop is not None:
