@@ -153,11 +153,22 @@ def test_requeued_run_continues_the_same_wandb_run(offline, tmp_path):
     first, second = offline_runs(tmp_path)
     assert first.run.run_id == second.run.run_id == run_identity(cfg, result["config_hash"]).id
     assert second.run.resume and first.exit_code == 128 + 15 and second.exit_code == 0
+    assert first.preempting and not second.preempting  # W&B's mark for a requeued run
     alpha = "search/alpha/roberta.encoder.layer.0.attention.self.query/0"
     logged = {s for r in (first, second) for s, _ in r.curve("search/step", alpha)}
     history = json.loads((tmp_path / "search.json").read_text())["history"]
     assert logged == {h["step"] for h in history} == {0, 1, 2, 3, 4}
     assert [e for e, _ in second.curve("epoch", "eval/validation/accuracy")] == [1]
+
+
+def test_a_failed_run_is_finished_with_its_phase_and_error(offline, tmp_path):
+    from autolora_exp.train import NonFiniteLossError
+
+    with pytest.raises(NonFiniteLossError):
+        run(compose([*TINY, "method.lr=1e30", "train.max_steps=null"], tmp_path))
+    wb = the_run(tmp_path)
+    assert wb.exit_code == 1 and wb.summary["status"] == "failed" and wb.summary["failed/phase"] == "train"
+    assert wb.summary["failed/error"].startswith("NonFiniteLossError: train: loss is")
 
 
 def test_a_different_config_or_folder_is_a_different_run(tmp_path, monkeypatch):

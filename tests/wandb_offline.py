@@ -69,6 +69,7 @@ class OfflineRun:
     metrics: list[Any] = field(default_factory=list)           # define_metric records
     artifacts: list[Any] = field(default_factory=list)         # ArtifactRecords
     exit_code: int | None = None
+    preempting: bool = False                                   # run.mark_preempting() was called
 
     def curve(self, axis: str, key: str) -> list[tuple[Any, Any]]:
         """(axis value, metric value) of every kept history row that holds ``key``."""
@@ -108,6 +109,8 @@ def _read(path: Path) -> OfflineRun:
             out.metrics.append(record.metric)
         elif kind == "artifact":
             out.artifacts.append(record.artifact)
+        elif kind == "preempting":
+            out.preempting = True
         elif kind == "exit":
             out.exit_code = record.exit.exit_code
     return out
