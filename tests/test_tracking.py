@@ -142,23 +142,35 @@ def test_ranks_table_heatmap_and_artifacts(autolora_offline):
     assert set(wb.run.tags) == {"bbc_news", "tiny-roberta", "autolora"}
 
 
-def test_requeued_run_continues_the_same_wandb_run(offline, tmp_path):
-    cfg = compose([*TINY, "method=autolora", "method.search.log_every=1"], tmp_path)
+@pytest.mark.parametrize("phase", ["search", "train"])
+def test_requeued_run_continues_the_same_wandb_run(offline, tmp_path, phase):
+    cfg = compose([*TINY, "method=autolora", "method.search.log_every=1", "logger.log_every_steps=1"], tmp_path)
     stop = StopSignal()
-    stop.signum = 15  # as SIGTERM would: the search stops after its first iteration
-    with pytest.raises(Preempted):
-        run(cfg, stop)
+    with pytest.MonkeyPatch.context() as mp:
+        if phase == "search":
+            stop.signum = 15  # as SIGTERM would: the search stops after its first iteration
+        else:  # the retrain stops after its first step
+            log_train_step = Tracker.log_train_step
+
+            def then_stop(self, *args):
+                log_train_step(self, *args)
+                stop.signum = 15
+
+            mp.setattr(Tracker, "log_train_step", then_stop)
+        with pytest.raises(Preempted, match=f"in {phase} at step 1"):
+            run(cfg, stop)
     result = run(cfg)  # the requeued job
 
     first, second = offline_runs(tmp_path)
     assert first.run.run_id == second.run.run_id == run_identity(cfg, result["config_hash"]).id
     assert second.run.resume and first.exit_code == 128 + 15 and second.exit_code == 0
     assert first.preempting and not second.preempting  # W&B's mark for a requeued run
+    # together the two attempts hold every point of every curve
     alpha = "search/alpha/roberta.encoder.layer.0.attention.self.query/0"
-    logged = {s for r in (first, second) for s, _ in r.curve("search/step", alpha)}
     history = json.loads((tmp_path / "search.json").read_text())["history"]
-    assert logged == {h["step"] for h in history} == {0, 1, 2, 3, 4}
-    assert [e for e, _ in second.curve("epoch", "eval/validation/accuracy")] == [1]
+    assert {s for r in (first, second) for s, _ in r.curve("search/step", alpha)} == {h["step"] for h in history}
+    assert {s for r in (first, second) for s, _ in r.curve("train/step", "train/loss")} == {1, 2, 3, 4}
+    assert [e for r in (first, second) for e, _ in r.curve("epoch", "eval/validation/accuracy")] == [1]
 
 
 def test_a_failed_run_is_finished_with_its_phase_and_error(offline, tmp_path):
