@@ -211,6 +211,12 @@ def test_every_rank_producing_method_logs_its_ranks(offline, tmp_path, method, e
         data = json.loads((wb.path.parent / "files" / tables[0]["path"]).read_text())["data"]
         assert [r[0] for r in data] == [1, 2]
         assert [r[1] for r in data] == [pytest.approx(result["search"]["per_rank"][r]["value"]) for r in (1, 2)]
+        # the search curve: every epoch of every rank (2 each, 2 steps apart) at the grid's steps so far
+        assert [s for s, _ in wb.curve("search/step", "search/d_val/accuracy")] == [2, 4, 6, 8]
+        assert [r for _, r in wb.curve("search/step", "search/rank")] == [1, 1, 2, 2]
+        for r, points in ((1, wb.curve("search/step", "search/d_val/accuracy")[:2]),
+                          (2, wb.curve("search/step", "search/d_val/accuracy")[2:])):
+            assert max(v for _, v in points) == pytest.approx(result["search"]["per_rank"][r]["value"])
 
 
 def test_a_wandb_failure_mid_run_never_stops_it(offline, tmp_path, monkeypatch, caplog):

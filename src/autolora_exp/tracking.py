@@ -8,6 +8,9 @@ epoch logged at a lower step)::
     axis          metrics on it
     search/step   search/train_loss, search/val_loss (means since the previous point),
                   search/alpha/<layer>/<j>              (every method.search.log_every iterations)
+                  the rank grid: search/rank, search/train_loss, search/d_val/<metric>
+                                                        (every epoch of every rank; step = the
+                                                        grid's optimiser steps so far)
     train/step    train/loss (mean since the previous point), train/lr (the rate the step used)
                                                         (every logger.log_every_steps steps)
     epoch         epoch/train_loss, epoch/step, eval/<split>/<metric>   (every epoch)
@@ -179,13 +182,16 @@ class Tracker:
     # ---- curves ----------------------------------------------------------------------------
 
     def log_search(self, entry: dict[str, Any]) -> None:
-        """A search history entry: {"step", "alphas": {layer: [alpha_j]}, "train_loss", "val_loss"}."""
+        """A search history entry. AutoLoRA: {"step", "alphas": {layer: [alpha_j]}, "train_loss",
+        "val_loss"}; the rank grid, after each epoch of a rank: {"step", "rank", "train_loss",
+        "d_val": {metric: value}}."""
         row: dict[str, Any] = {"search/step": entry["step"]}
-        for key in ("train_loss", "val_loss"):
+        for key in ("train_loss", "val_loss", "rank"):
             if entry.get(key) is not None:
                 row[f"search/{key}"] = entry[key]
-        row |= {f"search/alpha/{layer}/{j}": a for layer, values in entry["alphas"].items()
+        row |= {f"search/alpha/{layer}/{j}": a for layer, values in entry.get("alphas", {}).items()
                 for j, a in enumerate(values)}
+        row |= flatten(entry.get("d_val", {}), "search/d_val/")
         self.log(row)
 
     def log_train_step(self, step: int, loss: torch.Tensor, lr: float) -> None:

@@ -69,7 +69,8 @@ class SearchContext:
     primary_metric: str
     greater_is_better: bool
     device: torch.device
-    #: called with each search history entry (AutoLoRA: step, alphas, train/val losses)
+    #: called with each point of the search's curves: AutoLoRA's history entries (step, alphas,
+    #: train/val losses), the rank grid's epochs (step, rank, train loss, D_val metrics)
     on_log: Callable[[dict[str, Any]], None] | None = None
     progress: bool = True
     checkpointer: Any = None

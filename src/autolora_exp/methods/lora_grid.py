@@ -88,7 +88,8 @@ class LoRAGrid(Method):
                                  if ctx.checkpointer is not None else None)
             trained = fit(model, lora, ctx.d_tr_loader, lambda m: {"d_val": ctx.evaluate_val(m)}, ctx.train_cfg,
                           self.lr, ctx.primary_metric, ctx.device, greater_is_better=ctx.greater_is_better,
-                          phase=f"grid r={r}", checkpointer=rank_checkpointer, stop=ctx.stop)
+                          phase=f"grid r={r}", checkpointer=rank_checkpointer, stop=ctx.stop,
+                          on_epoch=self._history_entry(ctx, r, per_rank))
             per_rank[r] = {"value": trained.best_value, "best_epoch": trained.best_epoch, "steps": trained.steps,
                            "wall_s": round(time.perf_counter() - t0, 3),
                            "trainable": count_parameters(model)["trainable"]}
@@ -106,6 +107,17 @@ class LoRAGrid(Method):
         if ctx.checkpointer is not None:
             ctx.checkpointer.save({"done": True, "result": asdict(result), "step": len(per_rank)})
         return result
+
+    @staticmethod
+    def _history_entry(ctx: SearchContext, r: int, per_rank: dict[int, dict[str, Any]]) -> Any:
+        """The grid's search curve for ``ctx.on_log``: after every epoch of rank ``r``, its D_tr
+        loss and D_val metrics at step = the grid's optimiser steps so far (the ranks before
+        ``r`` are the finished ones, also after a resume)."""
+        if ctx.on_log is None:
+            return None
+        offset = sum(v["steps"] for v in per_rank.values())
+        return lambda rec: ctx.on_log({"step": offset + rec["step"], "rank": r, "train_loss": rec["train_loss"],
+                                       "d_val": rec["eval"]["d_val"]})
 
     def retrain_method(self, ranks: dict[str, int]) -> LoRA:
         """LoRA at the selected rank, trained by the shared loop on the whole training set."""
