@@ -162,10 +162,6 @@ class Tracker:
     def for_run(cls, cfg: Any, config: dict[str, Any], digest: str) -> "Tracker":
         return cls(cfg.logger, config, run_identity(cfg, digest), str(cfg.output_dir))
 
-    @property
-    def active(self) -> bool:
-        return self.run is not None
-
     def _call(self, what: str, fn: Callable[[], Any]) -> None:
         if self.run is None:
             return
