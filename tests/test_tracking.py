@@ -30,6 +30,16 @@ SEARCH_THEN_RETRAIN = [*TINY, "method=autolora", "train.max_steps=null", "task.s
                        "method.search.log_every=2", "logger.log_every_steps=1"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def wandb_home(tmp_path_factory):
+    """W&B's staging (offline artifacts) and cache folders in a temporary folder, not in $HOME."""
+    with pytest.MonkeyPatch.context() as mp:
+        home = tmp_path_factory.mktemp("wandb_home")
+        mp.setenv("WANDB_DATA_DIR", str(home / "data"))
+        mp.setenv("WANDB_CACHE_DIR", str(home / "cache"))
+        yield home
+
+
 @pytest.fixture
 def offline(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -42,7 +52,7 @@ def the_run(folder: Path):
 
 
 @pytest.fixture(scope="module")
-def autolora_offline(tmp_path_factory):
+def autolora_offline(tmp_path_factory, wandb_home):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WANDB_MODE", "offline")
         out = tmp_path_factory.mktemp("autolora_wandb")
