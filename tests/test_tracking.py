@@ -183,6 +183,17 @@ def test_requeued_run_continues_the_same_wandb_run(offline, tmp_path, phase):
     assert [e for r in (first, second) for e, _ in r.curve("epoch", "eval/validation/accuracy")] == [1]
 
 
+def test_ctrl_c_finishes_the_wandb_run_without_the_preempting_mark(offline, tmp_path):
+    import signal
+
+    stop = StopSignal()
+    stop.signum = signal.SIGINT  # as a first Ctrl-C would
+    with pytest.raises(Preempted):
+        run(compose([*TINY, "method=autolora"], tmp_path), stop)
+    wb = the_run(tmp_path)
+    assert wb.exit_code == 130 and not wb.preempting
+
+
 def test_a_failed_run_is_finished_with_its_phase_and_error(offline, tmp_path):
     from autolora_exp.train import NonFiniteLossError
 
