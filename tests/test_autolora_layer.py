@@ -19,7 +19,7 @@ from autolora_exp.methods.autolora import (
     weight_parameters,
 )
 
-from autolora_exp.methods.autolora.gates import threshold
+from autolora_exp.methods.autolora.threshold import resolve_threshold, threshold
 from autolora_tiny import tiny_roberta
 
 
@@ -40,21 +40,30 @@ def test_unknown_gate_names_the_accepted_ones():
         threshold([0.5, 0.5], "tanh")
 
 
+def _logit(p):
+    return [math.log(x / (1 - x)) for x in p]
+
+
 @pytest.mark.parametrize(
-    "alpha, gate, rank",
+    "beta, rule, rank",
     [
-        ([0.4, 0.3, 0.2, 0.1], "softmax", 2),  # lambda = 1/4: 0.4 and 0.3 stay
-        ([0.25, 0.25, 0.25, 0.25], "softmax", 4),  # uniform: all equal lambda, all stay
-        ([0.97, 0.01, 0.01, 0.01], "softmax", 1),
-        ([3.0, -1.0, 1.0, 1.0], "none", 3),  # lambda = mean = 1.0
-        ([-1.0, -2.0, -3.0, -6.0], "none", 3),  # lambda = mean = -3, inclusive
-        ([0.9, 0.6, 0.5, 0.1], "sigmoid", 3),  # lambda = 0.5, inclusive
-        ([0.4, 0.3, 0.2, 0.1], "sigmoid", 0),  # sigmoid can drop a layer entirely
+        ([math.log(x) for x in (0.4, 0.3, 0.2, 0.1)], "softmax", 2),  # softmax(beta) = those; 1/4: 0.4, 0.3 stay
+        ([0.0, 0.0, 0.0, 0.0], "softmax", 4),  # uniform: all equal lambda, all stay
+        ([math.log(x) for x in (0.97, 0.01, 0.01, 0.01)], "softmax", 1),
+        ([3.0, -1.0, 1.0, 1.0], "mean", 3),  # lambda = mean = 1.0
+        ([-1.0, -2.0, -3.0, -6.0], "mean", 3),  # lambda = mean = -3, inclusive
+        (_logit([0.9, 0.6, 0.5, 0.1]), "sigmoid", 3),  # sigmoid(beta) >= 0.5, inclusive
+        (_logit([0.4, 0.3, 0.2, 0.1]), "sigmoid", 0),  # sigmoid can drop a layer entirely
+        ([1.0] * 8, "linear", 8),  # the authors' GLUE init: beta / sum = 1/8 everywhere
+        ([3, 1, 1, 1, 1, 1, 0, 0], "linear", 6),  # beta / 8 >= 1/8: the mean rule's terms
+        ([3, 1, 1, 1, 1, 1, 0, 0], "softmax", 1),  # softmax's cut log(mean(exp beta)) = 1.55 keeps fewer
+        ([3, 1, 1, 1, 1, 1, 0, 0], "mean", 6),
+        ([-3.0, -1.0, -1.0, -1.0], "linear", 1),  # sum < 0 inverts the rule: the lowest beta stays
     ],
 )
-def test_threshold_counts_entries_at_or_above_lambda(alpha, gate, rank):
-    assert threshold(alpha, gate) == rank
-    assert threshold(torch.tensor(alpha), gate) == rank
+def test_threshold_counts_entries_at_or_above_lambda(beta, rule, rank):
+    assert threshold(beta, rule) == rank
+    assert threshold(torch.tensor(beta), rule) == rank
 
 
 def test_softmax_threshold_keeps_rank_at_least_one_in_every_layer():
@@ -62,14 +71,31 @@ def test_softmax_threshold_keeps_rank_at_least_one_in_every_layer():
     for k in (1, 2, 3, 7, 8, 16):
         for scale in (0.0, 1e-7, 1.0, 30.0):  # uniform, float32 rounding, typical, near one-hot
             beta = torch.randn(k, generator=g) * scale
-            rank = threshold(apply_gate(beta, "softmax"), "softmax")
-            assert 1 <= rank <= k
+            assert 1 <= threshold(beta, "softmax") <= k
+            assert 1 <= threshold(beta, "mean") <= k
 
 
-def test_threshold_ranks_applies_the_gate_rule_per_layer():
-    alphas = {"a.query": [0.5, 0.3, 0.1, 0.1], "a.value": [0.6, 0.7, 0.2, 0.9]}
-    assert threshold_ranks(alphas, "softmax") == {"a.query": 2, "a.value": 3}
-    assert threshold_ranks(alphas, "sigmoid") == {"a.query": 1, "a.value": 3}
+def test_threshold_ranks_applies_the_rule_per_layer():
+    betas = {"a.query": _logit([0.5, 0.3, 0.1, 0.1]), "a.value": _logit([0.6, 0.7, 0.2, 0.9])}
+    assert threshold_ranks(betas, "sigmoid") == {"a.query": 1, "a.value": 3}
+    assert threshold_ranks(betas, "mean") == {"a.query": 2, "a.value": 2}  # logit 0.6 < mean 0.52
+
+
+def test_threshold_rule_is_its_own_key_and_nonsense_combinations_are_refused():
+    # null: the gate's own rule (the paper's settings)
+    assert [resolve_threshold(None, g, 8, None) for g in ("softmax", "none", "sigmoid")] == ["softmax", "mean",
+                                                                                               "sigmoid"]
+    # the authors' GLUE search: softmax gate, linear rule on raw beta starting at ones
+    assert resolve_threshold("linear", "softmax", 8, 1.0) == "linear"
+    assert resolve_threshold("linear", "none", 8, None) == "linear"  # gate none starts at 1/k
+    with pytest.raises(UserError, match="softmax, linear, mean, sigmoid"):
+        resolve_threshold("median", "softmax", 8, None)
+    with pytest.raises(UserError, match="'sigmoid'.*gate 'softmax'"):
+        resolve_threshold("sigmoid", "softmax", 8, 1.0)
+    with pytest.raises(UserError, match="selection_init"):
+        resolve_threshold("linear", "softmax", 8, None)  # beta starts at 0: 0/0
+    with pytest.raises(UserError, match="sums to 0"):
+        threshold([1.0, -1.0], "linear")
 
 
 # ---------------------------------------------------------------- the layer

@@ -207,14 +207,14 @@ def _patience_run(tmp_path=None, stop_at=None, patience=2):
 def test_ranks_stable_needs_patience_plus_one_equal_logs_after_step_0():
     from autolora_exp.methods.autolora.search import ranks_stable
 
-    def log(step, a):  # one layer, k = 2; softmax threshold 1/2
-        return {"step": step, "alphas": {"l": a}}
+    def log(step, beta):  # one layer, k = 2; softmax threshold 1/2
+        return {"step": step, "selection_logits": {"l": beta}}
 
-    top, low = [0.6, 0.4], [0.4, 0.6]  # both rank 1, different terms kept
-    same = [log(0, [0.5, 0.5]), log(1, top), log(2, top)]
+    top, low = [0.4, 0.0], [0.0, 0.4]  # both rank 1, different terms kept
+    same = [log(0, [0.0, 0.0]), log(1, top), log(2, top)]
     assert ranks_stable(same, "softmax", 1) and not ranks_stable(same, "softmax", 2)
-    assert not ranks_stable([log(0, [0.5, 0.5]), log(1, top)], "softmax", 1)  # step 0 does not count
-    assert ranks_stable([log(1, [0.5, 0.5]), log(2, [0.6, 0.4])], "softmax", 1) is False  # rank 2 -> 1
+    assert not ranks_stable([log(0, [0.0, 0.0]), log(1, top)], "softmax", 1)  # step 0 does not count
+    assert ranks_stable([log(1, [0.0, 0.0]), log(2, [0.4, 0.0])], "softmax", 1) is False  # rank 2 -> 1
     assert ranks_stable([log(1, top), log(2, low)], "softmax", 1)  # compares ranks, not which terms
 
 
@@ -225,7 +225,7 @@ def test_patience_stops_once_the_ranks_are_stable_and_resumes_there(tmp_path):
     assert early.converged_at == early.steps < 40
     tail = [h for h in early.history if h["step"] > 0][-3:]
     assert [h["step"] for h in tail] == [early.steps - 2, early.steps - 1, early.steps]
-    assert len({tuple(sorted(threshold_ranks(h["alphas"], "softmax").items())) for h in tail}) == 1
+    assert len({tuple(sorted(threshold_ranks(h["selection_logits"], "softmax").items())) for h in tail}) == 1
     # the early stop is the same trajectory, cut: beta equals a fixed-length search of that many steps
     assert early.history == full.history[: len(early.history)]
     # a stop requested at the converged step, then a resume, ends there too (not one log later)

@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from autolora_exp import results
 from autolora_exp.checkpoint import Checkpointer, checkpoint_schedule
-from autolora_exp.data.split import ids_hash, split_half
+from autolora_exp.data.split import ids_hash, split_held_out
 from autolora_exp.errors import UserError
 from autolora_exp.kinds import TaskKind, make_kind
 from autolora_exp.methods.base import SearchContext
@@ -127,16 +127,17 @@ def split_record(data: Any) -> dict[str, dict[str, Any]]:
     return {split: {"n": len(ds), "ids_sha256": ids_hash(ds["idx"])} for split, ds in data.items()}
 
 
-def split_for_search(train: Any, seed: int) -> tuple[Any, Any]:
-    """AutoLoRA's 1:1 seeded split of the original training set into D_tr and D_val.
+def split_for_search(train: Any, seed: int, val_fraction: float = 0.5) -> tuple[Any, Any]:
+    """AutoLoRA's seeded split of the original training set into D_tr and D_val: 1:1 as the
+    paper (``val_fraction=0.5``), or D_val ~ ``val_fraction`` of it (the authors' code: 0.3).
 
-    The search only ever receives these two halves of ``train``: checked here, in code, that
+    The search only ever receives these two parts of ``train``: checked here, in code, that
     they are disjoint and together are exactly the training set. Rows are grouped by their
     ``group`` column when there is one, else by ``idx``.
     """
     # rows that share an input (NLG references, windows of one sentence) stay on one side
     groups = train["group"] if "group" in train.column_names else train["idx"]
-    tr_idx, val_idx = split_half(list(groups), seed)
+    tr_idx, val_idx = split_held_out(list(groups), seed, val_fraction)
     tr, val = set(map(int, tr_idx)), set(map(int, val_idx))
     if tr & val or tr | val != set(range(len(train))):
         raise RuntimeError("D_tr and D_val must partition the training set")
@@ -149,8 +150,9 @@ def search_phase(cfg: DictConfig, method: Any, data: Any, encoded: Any, kind: Ta
     from autolora_exp.methods.autolora import save_rank_pattern_json
     from autolora_exp.plots import rank_heatmap
 
-    d_tr, d_val = split_for_search(encoded["train"], cfg.seed)
+    d_tr, d_val = split_for_search(encoded["train"], cfg.seed, method.search_val_fraction)
     device = resolve_device(cfg.device)
+    search_batch = method.search_batch_size or cfg.train.batch_size
     @functools.cache
     def val_eval_data() -> tuple[Any, Any]:
         """D_val as raw rows and their evaluation loader, built on first use (only the rank grid
@@ -162,7 +164,7 @@ def search_phase(cfg: DictConfig, method: Any, data: Any, encoded: Any, kind: Ta
     ctx = SearchContext(
         new_model=lambda: load_backbone(cfg.model, kind.tokenizer, kind.auto_class, kind.head_kwargs()).to(device),
         target_modules=list(cfg.model.target_modules), head_modules=list(cfg.model.head_modules),
-        d_tr_loader=loader_for(d_tr, True), d_val_loader=loader_for(d_val, True),
+        d_tr_loader=loader_for(d_tr, True, search_batch), d_val_loader=loader_for(d_val, True, search_batch),
         evaluate_val=lambda model: kind.evaluate(model, "d_val", *val_eval_data(), device, None),
         train_cfg=cfg.train, primary_metric=cfg.task.primary_metric, greater_is_better=kind.greater_is_better,
         device=device, on_log=tracker.log_search, progress=cfg.train.progress, checkpointer=checkpointer, stop=stop,
@@ -247,8 +249,8 @@ def _run(cfg: DictConfig, config: dict[str, Any], digest: str, output_dir: Path,
         kind = make_kind(task_cfg, tokenizer, instantiate(task_cfg.metric))
         encoded = {split: kind.encode(split, ds) for split, ds in data.items()}
 
-    def loader_for(dataset: Any, shuffle: bool) -> Any:
-        bs = cfg.train.batch_size if shuffle else cfg.train.eval_batch_size
+    def loader_for(dataset: Any, shuffle: bool, batch_size: int | None = None) -> Any:
+        bs = batch_size or (cfg.train.batch_size if shuffle else cfg.train.eval_batch_size)
         return kind.loader(dataset, bs, shuffle, cfg.seed, cfg.train.num_workers)
 
     def evaluate_split(model: torch.nn.Module, split: str) -> dict[str, float]:

@@ -1,5 +1,5 @@
-"""Seeded splits shared by every task: stratified train/dev/test cuts, AutoLoRA's 1:1 split, and
-a fingerprint of a split's ids for result.json.
+"""Seeded splits shared by every task: stratified train/dev/test cuts, AutoLoRA's D_tr / D_val split
+(1:1 as the paper, or any held-out share), and a fingerprint of a split's ids for result.json.
 
 All functions are pure: the same inputs and seed give the same index arrays on any machine
 (numpy's PCG64 ``default_rng(seed)``). Index arrays are returned sorted, so a split keeps the
@@ -69,33 +69,45 @@ def stratified_split(labels: Sequence[Hashable], fractions: Sequence[float], see
 
 
 def split_half(n_or_groups: int | Sequence[Hashable], seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """AutoLoRA's split of the original training set into D_tr and D_val, 1:1, disjoint.
+    """AutoLoRA's 1:1 split of the original training set into D_tr and D_val (the paper's):
+    :func:`split_held_out` with ``val_fraction=0.5``, so |D_tr| = ceil(n / 2), |D_val| = floor(n / 2)
+    for ungrouped rows."""
+    return split_held_out(n_or_groups, seed, 0.5)
+
+
+def split_held_out(
+    n_or_groups: int | Sequence[Hashable], seed: int, val_fraction: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split the original training set into D_tr and D_val, disjoint, D_val ~ ``val_fraction`` of it.
 
     ``n_or_groups`` is either the number of rows n (every row its own group) or one group key
     per row; rows that share a key (e.g. the references of one NLG input) always land on the
     same side, so D_val never holds an input that D_tr trains on.
 
     The groups are visited in a seeded random order (``default_rng(seed).permutation``) and
-    each goes to the side that currently has fewer rows (ties: D_tr). After every step
-    | |D_tr| - |D_val| | <= the largest group size, so the sides differ by at most one group
-    (for ungrouped rows: |D_tr| = ceil(n / 2), |D_val| = floor(n / 2)). D_tr and D_val
-    together are exactly rows 0..n-1.
+    each goes to D_tr while f * |D_tr| <= (1 - f) * |D_val| (f = val_fraction), else to D_val:
+    the side further below its share. For f = 0.5 that is "the side with fewer rows (ties:
+    D_tr)", the paper's 1:1 split. After every step |D_val| is within one group of f times the
+    rows placed so far; the first group goes to D_tr and the second to D_val, so neither is
+empty. D_tr and D_val together are exactly rows 0..n-1.
 
     Returns ``(tr_idx, val_idx)``, sorted ``int64`` row-index arrays.
     """
+    if not 0.0 < val_fraction < 1.0:
+        raise UserError(f"val_fraction={val_fraction} must lie strictly between 0 and 1")
     if isinstance(n_or_groups, (int, np.integer)):
         n = int(n_or_groups)
         if n < 2:
-            raise UserError(f"split_half needs at least 2 rows to split 1:1, got n={n}")
+            raise UserError(f"splitting D_tr / D_val needs at least 2 rows, got n={n}")
         groups = [[i] for i in range(n)]
     else:
         groups = _positions_by_key(n_or_groups)
         if len(groups) < 2:
-            raise UserError(f"split_half needs at least 2 groups to split 1:1, got {len(groups)}")
+            raise UserError(f"splitting D_tr / D_val needs at least 2 groups, got {len(groups)}")
     rng = np.random.default_rng(seed)
     sides: tuple[list[int], list[int]] = ([], [])
     for g in rng.permutation(len(groups)):
-        side = 0 if len(sides[0]) <= len(sides[1]) else 1
+        side = 0 if val_fraction * len(sides[0]) <= (1.0 - val_fraction) * len(sides[1]) else 1
         sides[side].extend(groups[g])
     return np.sort(np.asarray(sides[0], dtype=np.int64)), np.sort(np.asarray(sides[1], dtype=np.int64))
 

@@ -19,6 +19,10 @@ class Method:
 
     #: name recorded in result.json
     name: str = "base"
+    #: rank-searching methods: share of the training set held out as D_val (the paper's 1:1)
+    search_val_fraction: float = 0.5
+    #: rank-searching methods: batch size of the search loaders; None: train.batch_size
+    search_batch_size: int | None = None
 
     def prepare(self, model: nn.Module, target_modules: list[str], head_modules: list[str]) -> nn.Module:
         """Return the model to train (wrapped or modified in place); set ``requires_grad``."""

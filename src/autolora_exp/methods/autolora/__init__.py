@@ -4,13 +4,12 @@
     result = search(model, d_tr_loader, d_val_loader, SearchConfig(...))   # bilevel search on beta
     kwargs = rank_pattern_config(result.ranks, lora_alpha=16)              # peft.LoraConfig(**kwargs)
 
-Modules: gates (alpha = gate(beta), threshold), layer (the selection LoRA layer), hypergrad
-(dL_val/dbeta through the look-ahead), search (the bilevel loop), threshold (alpha -> rank),
+Modules: gates (alpha = gate(beta), beta's init), layer (the selection LoRA layer), hypergrad
+(dL_val/dbeta through the look-ahead), search (the bilevel loop), threshold (beta -> rank),
 rank_pattern (ranks -> peft config for the retrain).
 """
 
-# the per-layer rule gates.threshold is not re-exported: the name belongs to the threshold module
-from autolora_exp.methods.autolora.gates import GATES, apply_gate, default_selection_init, threshold_value
+from autolora_exp.methods.autolora.gates import GATES, apply_gate, default_selection_init
 from autolora_exp.methods.autolora.hypergrad import HYPERGRAD_MODES, LOOKAHEADS
 from autolora_exp.methods.autolora.layer import (
     SelectionLoRA,
@@ -18,6 +17,7 @@ from autolora_exp.methods.autolora.layer import (
     alphas,
     inject_selection_lora,
     selection_layers,
+    selection_logits,
     selection_parameters,
     weight_parameters,
 )
@@ -27,7 +27,8 @@ from autolora_exp.methods.autolora.rank_pattern import (
     save_rank_pattern_json,
 )
 from autolora_exp.methods.autolora.search import BilevelSearch, SearchConfig, SearchResult, default_loss_fn, search
-from autolora_exp.methods.autolora.threshold import threshold_ranks
+# the per-layer rule threshold.threshold is not re-exported: the name belongs to the module
+from autolora_exp.methods.autolora.threshold import THRESHOLDS, threshold_ranks
 
 __all__ = [
     "GATES",
@@ -36,6 +37,7 @@ __all__ = [
     "BilevelSearch",
     "SearchConfig",
     "SearchResult",
+    "THRESHOLDS",
     "SelectionLoRA",
     "SelectionLoRALinear",
     "alphas",
@@ -48,8 +50,8 @@ __all__ = [
     "save_rank_pattern_json",
     "search",
     "selection_layers",
+    "selection_logits",
     "selection_parameters",
     "threshold_ranks",
-    "threshold_value",
     "weight_parameters",
 ]

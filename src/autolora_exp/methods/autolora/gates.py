@@ -1,4 +1,4 @@
-"""Selection variables: the gate alpha = gate(beta) and the rank threshold on alpha.
+"""Selection variables: the gate alpha = gate(beta) and the start value of beta.
 
 AutoLoRA (Zhang et al., NAACL 2024) writes a LoRA update of rank k as a weighted sum of k
 rank-1 matrices, Delta = sum_j alpha_j u_j v_j^T, and learns alpha from unconstrained
@@ -8,27 +8,17 @@ selection logits beta (one vector of length k per layer):
     none     alpha = beta                   ablation "w/o constraint" (section 5.5)
     sigmoid  alpha_j = sigmoid(beta_j)      ablation "sigmoid" (section 5.5)
 
-After the search a layer keeps the rank-1 terms whose alpha reaches the threshold lambda:
-
-    rank = #{j : alpha_j >= lambda}
-    softmax  lambda = 1/k          (= mean(alpha), so max(alpha) >= lambda: rank >= 1)
-    none     lambda = mean(alpha) = sum_j alpha_j / k                          (rank >= 1)
-    sigmoid  lambda = 0.5                                              (rank 0 is possible)
+After the search, :mod:`~autolora_exp.methods.autolora.threshold` turns beta into ranks (its
+rule is a setting of its own; by default the gate's: softmax 1/k, none mean, sigmoid 0.5).
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import torch
 
 from autolora_exp.errors import UserError
 
 GATES = ("softmax", "none", "sigmoid")
-
-#: Relative slack on lambda. alpha comes from float32 arithmetic: softmax(0, ..., 0) may round
-#: each entry a hair below 1/k, and without slack a uniform layer would drop to rank 0.
-THRESHOLD_RTOL = 1e-6
 
 
 def check_gate(gate: str) -> str:
@@ -70,34 +60,3 @@ def check_selection_init(gate: str, init: float) -> float:
             "reaches the LoRA factors or beta; use a non-zero value (default 1/k)"
         )
     return float(init)
-
-
-def threshold_value(alpha: Sequence[float] | torch.Tensor, gate: str) -> float:
-    """lambda for one layer: 1/k (softmax), mean(alpha) (none), 0.5 (sigmoid)."""
-    check_gate(gate)
-    values = _as_floats(alpha)
-    k = len(values)
-    if gate == "softmax":
-        return 1.0 / k
-    if gate == "none":
-        return sum(values) / k
-    return 0.5
-
-
-def threshold(alpha: Sequence[float] | torch.Tensor, gate: str) -> int:
-    """rank = #{j : alpha_j >= lambda} for one layer (lambda from :func:`threshold_value`)."""
-    values = _as_floats(alpha)
-    lam = threshold_value(values, gate)
-    # slack proportional to |lambda| so a value equal to lambda up to float32 rounding counts
-    cut = lam - THRESHOLD_RTOL * max(abs(lam), 1e-12)
-    return sum(1 for a in values if a >= cut)
-
-
-def _as_floats(alpha: Sequence[float] | torch.Tensor) -> list[float]:
-    if isinstance(alpha, torch.Tensor):
-        values = alpha.detach().double().flatten().tolist()
-    else:
-        values = [float(a) for a in alpha]
-    if not values:
-        raise UserError("cannot threshold an empty alpha vector; k must be >= 1")
-    return values

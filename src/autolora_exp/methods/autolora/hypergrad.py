@@ -12,27 +12,32 @@ and differentiates the validation loss through it (eq. 5). With v = grad_W L_val
 
 Estimators (``mode``):
 
-- ``darts``: the mixed term by a central finite difference (Liu et al., DARTS, 2019)
+- ``darts``: the mixed term by a finite difference along v (Liu et al., DARTS, 2019), eps = fd_eps / ||v||.
+  By default one-sided: the look-ahead pass returns grad_beta L_tr(W) with grad_W (one backward
+  sweep), and
+      (d^2 L_tr / dbeta dW) . v  ~  (grad_beta L_tr(W + eps v) - grad_beta L_tr(W)) / eps
+  costs one more pass: 3 in the hypergradient (look-ahead, validation, W + eps v), 4 per search
+  iteration with the inner step. ``finite_difference="central"`` is DARTS' two-sided difference
       (d^2 L_tr / dbeta dW) . v  ~  (grad_beta L_tr(W + eps v) - grad_beta L_tr(W - eps v)) / (2 eps),
-      eps = fd_eps / ||v||.  No double backward; 4 passes (look-ahead, validation, +, -).
-  With ``finite_difference="forward"`` the look-ahead pass also returns grad_beta L_tr(W), the
-  centre of a one-sided difference,
-      (d^2 L_tr / dbeta dW) . v  ~  (grad_beta L_tr(W + eps v) - grad_beta L_tr(W)) / eps,
-  3 passes. Its truncation error is O(eps ||v||) = O(fd_eps) relative to the mixed term
-  (central: O(fd_eps^2)), and the mixed term enters scaled by eta (1e-4 by default), so the
-  hypergradient moves by far less than that; tests bound both against ``exact``.
+  4 passes here (5 per iteration). No double backward either way. Truncation error relative to
+  the mixed term: O(fd_eps) one-sided, O(fd_eps^2) central; tests bound both against ``exact``.
 - ``exact``: autograd through the look-ahead (``create_graph=True``, ``torch.func.functional_call``
   on W_hat). Needs double backward, hence eager attention.
 - ``first_order``: eta = 0, W_hat = W, only the direct term dL_val/dbeta (W, beta); 1 pass.
 
+Dropout in the perturbed passes: by default they replay the look-ahead pass's random state, so
+the difference measures the change of W, not two different dropout masks (``replay_dropout``).
+The authors' code (Betty's darts, betty/hypergradient/darts.py:39,51) draws fresh masks in each
+pass; ``replay_dropout=False`` does the same.
+
 Look-ahead variants: ``sgd`` (the paper's eq. 4, above) and ``betty`` (what the authors' code
-does with the Betty library): the look-ahead is the real optimiser step (AdamW) W' = step(W),
-the finite difference is centred on W', there is no eta factor,
+does with the Betty library): the look-ahead is the real optimiser step W' = step(W), the
+central difference is taken around W', there is no eta factor,
 
     dL_val/dbeta ~ dL_val/dbeta (W', beta) - (grad_beta L_tr(W' + eps v) - grad_beta L_tr(W' - eps v)) / (2 eps),
 
 and the weights and optimiser state are rolled back afterwards so the inner step can be redone
-with the new beta.
+with the new beta (4 passes here, 5 per iteration with the redone step).
 
 Cost is counted in passes: one pass is a forward of the loss plus one backward sweep. The
 exact mode's backward through the look-ahead's own backward graph counts as one more pass.
@@ -220,18 +225,21 @@ def darts_sgd(
     fd_eps: float,
     counter: PassCounter,
     finite_difference: str = "central",
+    replay_dropout: bool = True,
 ) -> Hypergradient:
-    """Paper's look-ahead (eq. 4) with the DARTS finite difference (4 passes; 3 with ``forward``).
+    """Paper's look-ahead (eq. 4) with a DARTS finite difference (``central``: 4 passes, ``forward``: 3).
 
         W_hat = W - eta * grad_W L_tr(W, beta)
         direct, v = dL_val/dbeta (W_hat, beta), grad_W L_val(W_hat, beta)
-        dL_val/dbeta ~ direct - eta * (grad_beta L_tr(W + eps v) - grad_beta L_tr(W - eps v)) / (2 eps)
+        central: dL_val/dbeta ~ direct - eta * (grad_beta L_tr(W + eps v) - grad_beta L_tr(W - eps v)) / (2 eps)
+        forward: dL_val/dbeta ~ direct - eta * (grad_beta L_tr(W + eps v) - grad_beta L_tr(W)) / eps
 
     ``forward``: the look-ahead pass returns grad_beta L_tr(W, beta) with grad_W (one backward
     sweep, same batch and dropout masks), and the mixed term is the one-sided difference from it.
+    ``replay_dropout``: the perturbed passes see the look-ahead pass's dropout masks (else fresh).
     """
     device = weights[0].device
-    rng = RngState(device)
+    rng = RngState(device) if replay_dropout else None
     forward = finite_difference == "forward" and eta != 0
     g_centre = None
     if forward:
@@ -313,18 +321,24 @@ def darts_betty(
     inner_step: Callable[[list[torch.Tensor]], None],
     fd_eps: float,
     counter: PassCounter,
+    replay_dropout: bool = True,
 ) -> Hypergradient:
-    """The authors' (Betty) look-ahead: the real optimiser step, FD centred on its result (4 passes).
+    """The authors' (Betty) look-ahead: the real optimiser step, central difference around its result (4 passes).
 
         W' = optimiser_step(W, grad_W L_tr(W, beta))
+        v  = grad_W L_val(W', beta)
         dL_val/dbeta ~ dL_val/dbeta (W', beta) - (grad_beta L_tr(W' + eps v) - grad_beta L_tr(W' - eps v)) / (2 eps)
 
-    W is left at W'; ``rollback()`` restores W and the optimiser state (saved copies of the
-    trainable weights and of their AdamW moments, not a state dict) so that the inner step can
-    be redone with the new beta, as Betty does.
+    as Betty's darts (ruz048/AutoLoRA betty/hypergradient/darts.py:29-66, reached from
+    betty/problems/problem.py:555-583): no eta factor, eps = darts_alpha / ||v|| with
+    darts_alpha = 0.01 (betty/configs/problem_dataclass.py:35). W is left at W'; ``rollback()``
+    restores W and the optimiser state (saved copies of the trainable weights and of their
+    optimiser moments, not a state dict) so that the inner step can be redone with the new
+    beta, as Betty's roll_back does (problem.py:418-425). ``replay_dropout=False`` draws fresh
+    dropout masks in the two perturbed passes, as Betty does.
     """
     snapshot = _OptimizerSnapshot(weights, optimizer)
-    rng = RngState(weights[0].device)
+    rng = RngState(weights[0].device) if replay_dropout else None
     inner_step(weight_grads(model, loss_fn, tr_batch, weights, counter))
     direct, v = val_gradients(model, loss_fn, val_batch, weights, selection, counter)
     mixed = mixed_term_fd(model, loss_fn, tr_batch, weights, selection, v, fd_eps, counter, rng)

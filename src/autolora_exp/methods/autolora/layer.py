@@ -111,12 +111,16 @@ def inject_selection_lora(
     lora_dropout: float = 0.0,
     trainable_extra: list[str] | None = None,
     selection_init: float | None = None,
+    train_backbone: bool = False,
 ) -> dict[str, SelectionLoRALinear]:
     """Replace every target ``nn.Linear`` by a :class:`SelectionLoRALinear`, in place.
 
     Everything is frozen except the LoRA factors, the selection logits and the parameters of
     the ``trainable_extra`` modules (the task head, e.g. ``["classifier"]``), matched by name
-    suffix like the targets. Returns {full module name: layer} in model order.
+    suffix like the targets. ``train_backbone=True`` leaves every parameter trainable except the
+    targets' base weight matrices (their biases train), as the authors' BioNLP search
+    (ruz048/AutoLoRA run_bionlp_search.py freezes nothing; their loralib/layers.py:114 freezes
+    only the wrapped weight). Returns {full module name: layer} in model order.
     """
     check_gate(gate)
     if k < 1:
@@ -164,6 +168,10 @@ def inject_selection_lora(
         for m in mods:
             for p in m.parameters():
                 p.requires_grad_(True)
+    if train_backbone:
+        frozen = {id(layer.base.weight) for layer in layers.values()}
+        for p in model.parameters():
+            p.requires_grad_(id(p) not in frozen)
     return layers
 
 
@@ -187,3 +195,9 @@ def alphas(model: nn.Module) -> dict[str, list[float]]:
     """{layer name: alpha = gate(beta) as a list} for every selection unit."""
     with torch.no_grad():
         return {n: m.alpha().double().tolist() for n, m in selection_layers(model).items()}
+
+
+def selection_logits(model: nn.Module) -> dict[str, list[float]]:
+    """{layer name: beta as a list of floats} for every selection unit (what thresholds read)."""
+    with torch.no_grad():
+        return {n: m.selection_logits.double().tolist() for n, m in selection_layers(model).items()}

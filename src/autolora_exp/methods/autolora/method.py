@@ -45,13 +45,23 @@ class AutoLoRA(Method):
             search = SearchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in search.items()})
         self.search_config = search or SearchConfig()
 
+    @property
+    def search_val_fraction(self) -> float:
+        """Share of the training set held out as D_val for the search (``search.val_fraction``)."""
+        return self.search_config.val_fraction
+
+    @property
+    def search_batch_size(self) -> int | None:
+        """Batch size of the search loaders (``search.batch_size``; None: train.batch_size)."""
+        return self.search_config.batch_size
+
     def search_ranks(self, ctx: SearchContext) -> SearchResult:
         """The bilevel search on a fresh backbone; W learns on D_tr only, beta on D_val only."""
         cfg = self.search_config
         model = ctx.new_model()
         inject_selection_lora(model, ctx.target_modules, k=cfg.k, gate=cfg.gate, lora_alpha=self.lora_alpha,
                               lora_dropout=0.0, trainable_extra=ctx.head_modules,
-                              selection_init=cfg.selection_init)
+                              selection_init=cfg.selection_init, train_backbone=cfg.train_backbone)
         return search(model, ctx.d_tr_loader, ctx.d_val_loader, cfg, on_log=ctx.on_log, progress=ctx.progress,
                       checkpointer=ctx.checkpointer, stop=ctx.stop)
 

@@ -3,15 +3,24 @@
 One iteration, on a D_tr batch and a D_val batch (the paper's eqs. 4 and 5):
 
     1. look-ahead   W_hat = W - eta * grad_W L_tr(W, beta)                       (eq. 4)
-    2. outer step   beta <- AdamW(beta, dL_val(W_hat(beta), beta)/dbeta, lr_selection)   (eq. 5)
-    3. inner step   W <- AdamW(W, grad_W L_tr(W, beta_new), lr_weights)  (clipped to grad_clip)
+    2. outer step   beta <- opt_beta(beta, dL_val(W_hat(beta), beta)/dbeta)      (eq. 5)
+    3. inner step   W <- opt_W(W, grad_W L_tr(W, beta_new))    (clipped to grad_clip if set)
 
-Step 2's hypergradient comes from :mod:`~autolora_exp.methods.autolora.hypergrad` (``darts``,
-``exact`` or ``first_order``; look-ahead ``sgd`` or ``betty``). Passes per iteration: darts 4
-with the default one-sided difference (look-ahead, validation, W + eps v, inner), 5 with
-``finite_difference="central"``. With
-``reuse_lookahead_grad=True`` step 3 uses step 1's gradient (same batch, same W; only beta has
-moved by one small step), saving one pass. D_val batches cycle when D_val is shorter.
+opt_W and opt_beta are AdamW (the paper) or Adam (the authors' code), see ``weight_optimizer``
+and ``selection_optimizer``. Step 2's hypergradient comes from
+:mod:`~autolora_exp.methods.autolora.hypergrad` (``darts``, ``exact`` or ``first_order``;
+look-ahead ``sgd`` or ``betty``). Passes per iteration (forward + backward of one batch):
+
+    darts, sgd look-ahead, finite_difference=forward (default)   4: look-ahead, validation, W + eps v, inner
+    darts, sgd look-ahead, finite_difference=central             5: ... W + eps v, W - eps v, inner
+    darts, betty look-ahead (always central)                     5: real step, validation, +, -, redo of the step
+    exact                                                        4: look-ahead, validation, double backward, inner
+    first_order (eta = 0)                                        2: validation, inner
+
+With ``reuse_lookahead_grad=True`` step 3 uses step 1's gradient (same batch, same W; only beta
+has moved by one small step), saving one pass. D_val batches cycle when D_val is shorter.
+After the search, :mod:`~autolora_exp.methods.autolora.threshold` turns beta into ranks by the
+rule ``threshold`` (default: the gate's own).
 """
 
 from __future__ import annotations
@@ -30,8 +39,9 @@ from autolora_exp.errors import UserError
 from autolora_exp.loss_window import LossWindow
 from autolora_exp.methods.autolora import hypergrad as hg
 from autolora_exp.methods.autolora.gates import check_gate, check_selection_init
-from autolora_exp.methods.autolora.layer import alphas, selection_layers, selection_parameters, weight_parameters
-from autolora_exp.methods.autolora.threshold import threshold_ranks
+from autolora_exp.methods.autolora.layer import (alphas, selection_layers, selection_logits, selection_parameters,
+                                                 weight_parameters)
+from autolora_exp.methods.autolora.threshold import resolve_threshold, threshold_ranks
 from autolora_exp.preemption import StopSignal
 from autolora_exp.train import NonFiniteLossError, epoch_batches
 
@@ -41,28 +51,47 @@ def default_loss_fn(model: nn.Module, batch: Any) -> torch.Tensor:
     return model(**batch).loss
 
 
+#: optimisers the search can use for W and for beta (torch.optim classes)
+OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
+#: dropout masks of darts' finite-difference passes: the look-ahead pass's again, or new draws
+FD_DROPOUT_MASKS = ("replay", "fresh")
+
+
 @dataclass
 class SearchConfig:
-    """Settings of the search; defaults are the paper's where it states them (k=8, lr 1e-4 / 1e-3, AdamW)."""
+    """Settings of the search; defaults are the paper's where it states them (k=8, lr 1e-4 / 1e-3,
+    AdamW, 1:1 split). ``conf/method/autolora_authors*.yaml`` set what the authors' code does."""
 
     #: rank-1 terms per layer (must match the injected layers)
     k: int = 8
     #: "softmax" (paper), "none" (w/o constraint), "sigmoid"
     gate: str = "softmax"
+    #: beta -> rank rule: "softmax" (1/k), "linear" (beta / sum(beta) >= 1/k, the authors' GLUE
+    #: code), "mean", "sigmoid" (0.5); None: the gate's own (softmax / mean / sigmoid)
+    threshold: str | None = None
     #: "darts" (finite difference), "exact" (second order), "first_order" (eta = 0)
     hypergrad: str = "darts"
-    #: "sgd" (paper, eq. 4) or "betty" (the authors' code: the real AdamW step is the look-ahead)
+    #: "sgd" (paper, eq. 4) or "betty" (the authors' code: the real optimiser step is the look-ahead)
     lookahead: str = "sgd"
     #: look-ahead step size; None -> lr_weights (sgd look-ahead only)
     eta: float | None = None
+    #: optimiser of W: "adamw" (paper) or "adam" (the authors' GLUE search)
+    weight_optimizer: str = "adamw"
+    #: optimiser of beta: "adamw" (paper) or "adam" (the authors' code)
+    selection_optimizer: str = "adamw"
     lr_weights: float = 1e-4
     lr_selection: float = 1e-3
+    #: the optimiser's own weight decay: decoupled for adamw, an L2 term in the gradient for adam
     weight_decay_weights: float = 0.0
     weight_decay_selection: float = 0.0
-    #: AdamW betas for beta (the authors' code used (0.5, 0.999))
+    #: (beta1, beta2) of beta's optimiser (the authors' code used (0.5, 0.999))
     selection_betas: tuple[float, float] = (0.9, 0.999)
     epochs: int = 1
     max_steps: int | None = None
+    #: share of the original training set held out as D_val (paper: 1:1 = 0.5; authors: 0.3)
+    val_fraction: float = 0.5
+    #: batch size of both search loaders; None: train.batch_size (the authors' GLUE search: 32)
+    batch_size: int | None = None
     log_every: int = 50
     #: convergence stop: end the search once the thresholded ranks have been the same at
     #: ``patience`` + 1 consecutive alpha logs (every ``log_every`` iterations, step 0 excluded);
@@ -74,11 +103,18 @@ class SearchConfig:
     #: sgd look-ahead only) or "central" (DARTS' two-sided difference, 2 passes);
     #: None: forward with the sgd look-ahead, central with betty (as the authors' code)
     finite_difference: str | None = None
+    #: dropout masks of darts' perturbed passes: "replay" the look-ahead pass's (the difference
+    #: then measures W's change, not mask noise) or "fresh" draws (the authors' code)
+    fd_dropout_masks: str = "replay"
     reuse_lookahead_grad: bool = False
     #: start value of every beta; None keeps the layers' init (the gate's default: 0 for softmax)
     selection_init: float | None = None
-    #: max global norm of grad_W in the inner step; None or 0 disables clipping
-    grad_clip: float | None = 1.0
+    #: max global norm of grad_W in the inner step; None or 0: no clipping (the paper states none,
+    #: the authors' code clips nothing: Betty's Config.gradient_clipping = 0.0)
+    grad_clip: float | None = None
+    #: train every backbone weight in the search except the frozen base weights of the LoRA
+    #: targets (the authors' BioNLP search freezes nothing else); False: LoRA factors and head only
+    train_backbone: bool = False
 
     def __post_init__(self) -> None:
         check_gate(self.gate)
@@ -88,6 +124,9 @@ class SearchConfig:
             raise UserError(f"unknown lookahead {self.lookahead!r}; accepted: {', '.join(hg.LOOKAHEADS)}")
         if self.lookahead == "betty" and self.hypergrad != "darts":
             raise UserError(f"lookahead='betty' works with hypergrad='darts' only (got {self.hypergrad!r})")
+        for key in ("weight_optimizer", "selection_optimizer"):
+            if getattr(self, key) not in OPTIMIZERS:
+                raise UserError(f"unknown {key} {getattr(self, key)!r}; accepted: {', '.join(OPTIMIZERS)}")
         if self.k < 1:
             raise UserError(f"k={self.k} is not valid; use an integer >= 1")
         if self.eta is not None and self.eta < 0:
@@ -101,8 +140,22 @@ class SearchConfig:
         if self.finite_difference == "forward" and self.lookahead == "betty":
             raise UserError("finite_difference='forward' needs lookahead='sgd': betty centres the difference on the "
                             "post-step weights, where no gradient is at hand; use finite_difference='central'")
+        if self.fd_dropout_masks not in FD_DROPOUT_MASKS:
+            raise UserError(f"unknown fd_dropout_masks {self.fd_dropout_masks!r}; accepted: "
+                            f"{', '.join(FD_DROPOUT_MASKS)}")
+        if self.fd_dropout_masks == "fresh" and self.hypergrad != "darts":
+            raise UserError(f"fd_dropout_masks='fresh' applies to hypergrad='darts' only (got {self.hypergrad!r}); "
+                            "use 'replay'")
         if self.fd_eps <= 0:
             raise UserError(f"fd_eps={self.fd_eps} is not valid; use a positive radius such as 0.01")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise UserError(f"val_fraction={self.val_fraction} is not valid; use a share in (0, 1): 0.5 (paper, 1:1) "
+                            "or 0.3 (the authors' code)")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UserError(f"batch_size={self.batch_size} is not valid; use an integer >= 1 or null "
+                            "(train.batch_size)")
+        if self.grad_clip is not None and self.grad_clip < 0:
+            raise UserError(f"grad_clip={self.grad_clip} is not valid; use a max norm > 0, or null / 0 for none")
         if self.patience is not None and self.patience < 1:
             raise UserError(f"patience={self.patience} is not valid; use an integer >= 1 (alpha logs) or null")
         if self.log_every < 1:
@@ -111,7 +164,13 @@ class SearchConfig:
             raise UserError(f"epochs={self.epochs} is not valid; use an integer >= 1")
         if self.selection_init is not None:
             check_selection_init(self.gate, self.selection_init)
+        resolve_threshold(self.threshold, self.gate, self.k, self.selection_init)
         self.selection_betas = tuple(self.selection_betas)
+
+    @property
+    def threshold_rule(self) -> str:
+        """The beta -> rank rule: ``threshold``, or the gate's own when unset."""
+        return resolve_threshold(self.threshold, self.gate, self.k, self.selection_init)
 
     @property
     def difference(self) -> str:
@@ -132,17 +191,17 @@ class SearchConfig:
 class SearchResult:
     #: final alpha = gate(beta) per layer
     alphas: dict[str, list[float]]
-    #: thresholded rank per layer
+    #: rank per layer (the threshold rule on the final beta)
     ranks: dict[str, int]
     steps: int
     #: forward+backward passes per iteration (see hypergrad's docstring for the counting)
     passes_per_iteration: int
-    #: [{"step": s, "alphas": {layer: [alpha_j]}, "train_loss": L_tr, "val_loss": L_val}] at step 0,
-    #: every log_every steps and at the end; the losses are means over the iterations since the
-    #: previous entry (see :attr:`BilevelSearch.losses`), None at step 0
+    #: [{"step": s, "alphas": {layer: [alpha_j]}, "selection_logits": {layer: [beta_j]}, "train_loss": L_tr,
+    #: "val_loss": L_val}] at step 0, every log_every steps and at the end; the losses are means over
+    #: the iterations since the previous entry (see :attr:`BilevelSearch.losses`), None at step 0
     history: list[dict[str, Any]] = field(default_factory=list)
     wall_time_s: float = 0.0
-    #: final beta per layer
+    #: final beta per layer (what the threshold rule reads)
     selection_logits: dict[str, list[float]] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     #: the iteration at which the ranks were found stable (``patience``); None: ran its schedule
@@ -178,13 +237,11 @@ class BilevelSearch:
         self.weights = weight_parameters(model)
         if not self.weights:
             raise UserError("the model has no trainable weights besides the selection logits")
-        self.w_opt = torch.optim.AdamW(self.weights, lr=config.lr_weights, weight_decay=config.weight_decay_weights)
-        self.s_opt = torch.optim.AdamW(
-            self.selection,
-            lr=config.lr_selection,
-            weight_decay=config.weight_decay_selection,
-            betas=config.selection_betas,
-        )
+        self.w_opt = OPTIMIZERS[config.weight_optimizer](self.weights, lr=config.lr_weights,
+                                                         weight_decay=config.weight_decay_weights)
+        self.s_opt = OPTIMIZERS[config.selection_optimizer](self.selection, lr=config.lr_selection,
+                                                            weight_decay=config.weight_decay_selection,
+                                                            betas=config.selection_betas)
         if config.hypergrad == "exact":
             hg.require_eager_attention(model)
 
@@ -209,8 +266,9 @@ class BilevelSearch:
         cfg, counter = self.config, hg.PassCounter()
         self.losses, self._val_batch = {}, val_batch
         args = (self.model, self.loss_fn, tr_batch, val_batch, self.weights, self.selection)
+        replay = cfg.fd_dropout_masks == "replay"
         if cfg.lookahead == "betty":
-            h = hg.darts_betty(*args, self.w_opt, self._inner_update, cfg.fd_eps, counter)
+            h = hg.darts_betty(*args, self.w_opt, self._inner_update, cfg.fd_eps, counter, replay)
             self._outer_update(h.selection_grads)
             if not cfg.reuse_lookahead_grad:
                 # Betty redoes the inner step from the pre-look-ahead state with the new beta
@@ -223,7 +281,7 @@ class BilevelSearch:
         elif cfg.hypergrad == "exact":
             h = hg.exact_sgd(*args, cfg.look_ahead_eta, counter)
         else:
-            h = hg.darts_sgd(*args, cfg.look_ahead_eta, cfg.fd_eps, counter, cfg.difference)
+            h = hg.darts_sgd(*args, cfg.look_ahead_eta, cfg.fd_eps, counter, cfg.difference, replay)
         self._outer_update(h.selection_grads)
         if cfg.reuse_lookahead_grad and h.lookahead_grads is not None:
             grads = h.lookahead_grads
@@ -233,14 +291,14 @@ class BilevelSearch:
         return counter.passes
 
     def _outer_update(self, grads: list[torch.Tensor]) -> None:
-        """beta <- AdamW step on the hypergradient (eq. 5)."""
+        """beta <- optimiser step on the hypergradient (eq. 5)."""
         for p, g in zip(self.selection, grads):
             p.grad = g.detach()
         self.s_opt.step()
         self.s_opt.zero_grad(set_to_none=True)
 
     def _inner_update(self, grads: list[torch.Tensor]) -> None:
-        """W <- AdamW step on grad_W L_tr, clipped to ``grad_clip`` in global norm."""
+        """W <- optimiser step on grad_W L_tr, clipped to ``grad_clip`` in global norm when set."""
         for p, g in zip(self.weights, grads):
             p.grad = g.detach()
         if self.config.grad_clip:
@@ -274,6 +332,7 @@ def search(
     """
     config = config or SearchConfig()
     engine = BilevelSearch(model, config, loss_fn)
+    rule = config.threshold_rule
     if config.selection_init is not None:
         for layer in selection_layers(model).values():
             layer.reset_selection(config.selection_init)
@@ -296,13 +355,13 @@ def search(
                                                     state["elapsed"], state["history"])
         set_rng_state(state["rng"])
         window.load_state(state.get("loss_window"), device)
-        if config.patience and history[-1]["step"] == step and ranks_stable(history, config.gate, config.patience):
+        if config.patience and history[-1]["step"] == step and ranks_stable(history, rule, config.patience):
             converged_at = step  # stopped right after the convergence test passed
 
     def log(at: int) -> None:
         means = window.take()
-        entry = {"step": at, "alphas": alphas(model), "train_loss": means[0] if means else None,
-                 "val_loss": means[1] if means else None}
+        entry = {"step": at, "alphas": alphas(model), "selection_logits": selection_logits(model),
+                 "train_loss": means[0] if means else None, "val_loss": means[1] if means else None}
         history.append(entry)
         if on_log is not None:
             on_log(entry)
@@ -334,9 +393,9 @@ def search(
                 bar.update(1)
                 if step % config.log_every == 0 or step == total:
                     log(step)
-                    ranks = threshold_ranks(history[-1]["alphas"], config.gate)
+                    ranks = threshold_ranks(history[-1]["selection_logits"], rule)
                     bar.set_postfix(mean_rank=f"{sum(ranks.values()) / len(ranks):.2f}")
-                    if config.patience and ranks_stable(history, config.gate, config.patience):
+                    if config.patience and ranks_stable(history, rule, config.patience):
                         converged_at = step
                 if checkpointer is not None and checkpointer.due(step):
                     save()
@@ -345,15 +404,15 @@ def search(
     wall = time.perf_counter() - start
     model.train(was_training)
 
-    final = alphas(model)
+    final = selection_logits(model)
     result = SearchResult(
-        alphas=final,
-        ranks=threshold_ranks(final, config.gate),
+        alphas=alphas(model),
+        ranks=threshold_ranks(final, rule),
         steps=step,
         passes_per_iteration=passes,
         history=history,
         wall_time_s=wall,
-        selection_logits={n: m.selection_logits.detach().double().tolist() for n, m in selection_layers(model).items()},
+        selection_logits=final,
         config=asdict(config),
         converged_at=converged_at,
     )
@@ -362,14 +421,14 @@ def search(
     return result
 
 
-def ranks_stable(history: list[dict[str, Any]], gate: str, patience: int) -> bool:
-    """The convergence test of ``patience``: the thresholded ranks of the last ``patience`` + 1
-    alpha logs are identical. Step 0 (beta = init, every alpha equal) does not count."""
+def ranks_stable(history: list[dict[str, Any]], rule: str, patience: int) -> bool:
+    """The convergence test of ``patience``: the ranks (threshold ``rule`` on the logged beta) of
+    the last ``patience`` + 1 logs are identical. Step 0 (beta = init, all equal) does not count."""
     logs = [h for h in history if h["step"] > 0][-(patience + 1):]
     if len(logs) < patience + 1:
         return False
-    first = threshold_ranks(logs[0]["alphas"], gate)
-    return all(threshold_ranks(h["alphas"], gate) == first for h in logs[1:])
+    first = threshold_ranks(logs[0]["selection_logits"], rule)
+    return all(threshold_ranks(h["selection_logits"], rule) == first for h in logs[1:])
 
 
 def _check_finite(engine: BilevelSearch, step: int) -> None:
