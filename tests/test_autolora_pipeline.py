@@ -79,13 +79,34 @@ def test_search_never_sees_dev_or_test(make_cfg, monkeypatch):
     assert result["search"]["split"]["d_tr"]["ids_sha256"] == ids_hash(seen[0])
 
 
-@pytest.mark.parametrize("method", ["autolora_no_cst", "autolora_sigmoid", "autolora_eta0"])
+@pytest.mark.parametrize("method", ["autolora_no_cst", "autolora_sigmoid", "autolora_eta0", "autolora_authors",
+                                    "autolora_authors_eta0", "autolora_authors_bionlp"])
 def test_ablations_run_end_to_end(make_cfg, method):
     result = run(make_cfg(*TINY, f"method={method}"))
     assert result["method"] == method
     assert result["search"]["ranks"]
-    if method == "autolora_eta0":
+    if method.endswith("eta0"):
         assert result["search"]["passes_per_iteration"] == 2
+    if method in ("autolora_authors", "autolora_authors_bionlp"):
+        assert result["search"]["passes_per_iteration"] == 5  # real step, validation, +, -, redone step
+
+
+def test_search_split_share_and_batch_size_come_from_the_search_config(make_cfg, monkeypatch):
+    """method.search.val_fraction holds out that share as D_val; method.search.batch_size feeds
+    both search loaders, while the retrain keeps train.batch_size."""
+    seen = {}
+    original = AutoLoRA.search_ranks
+
+    def spy(self, ctx):
+        seen.update(tr=len(ctx.d_tr_loader.dataset), val=len(ctx.d_val_loader.dataset),
+                    batch=(ctx.d_tr_loader.batch_size, ctx.d_val_loader.batch_size))
+        return original(self, ctx)
+
+    monkeypatch.setattr(AutoLoRA, "search_ranks", spy)
+    result = run(make_cfg(*TINY, "method=autolora_authors", "method.search.batch_size=4"))
+    n = result["data"]["train"]["n"]
+    assert seen["tr"] + seen["val"] == n and abs(seen["val"] - 0.3 * n) <= 1  # the authors' 30 %
+    assert seen["batch"] == (4, 4) and result["config"]["train"]["batch_size"] == 8
 
 
 def test_same_seed_same_ranks(make_cfg, autolora_result):

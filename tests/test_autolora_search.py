@@ -236,3 +236,78 @@ def test_patience_stops_once_the_ranks_are_stable_and_resumes_there(tmp_path):
     resumed = _patience_run(tmp_path)
     assert (resumed.steps, resumed.converged_at, resumed.selection_logits) == (
         early.steps, early.converged_at, early.selection_logits)
+
+
+def test_new_search_keys_are_validated_with_the_accepted_values():
+    with pytest.raises(UserError, match="weight_optimizer 'sgd'; accepted: adamw, adam"):
+        SearchConfig(weight_optimizer="sgd")
+    with pytest.raises(UserError, match="selection_optimizer 'rmsprop'; accepted: adamw, adam"):
+        SearchConfig(selection_optimizer="rmsprop")
+    with pytest.raises(UserError, match="fd_dropout_masks 'same'; accepted: replay, fresh"):
+        SearchConfig(fd_dropout_masks="same")
+    with pytest.raises(UserError, match="hypergrad=.darts. only"):
+        SearchConfig(hypergrad="first_order", fd_dropout_masks="fresh")
+    with pytest.raises(UserError, match=r"val_fraction=0.0 .*\(0, 1\)"):
+        SearchConfig(val_fraction=0.0)
+    with pytest.raises(UserError, match="batch_size=0"):
+        SearchConfig(batch_size=0)
+    with pytest.raises(UserError, match="grad_clip=-1"):
+        SearchConfig(grad_clip=-1.0)
+    with pytest.raises(UserError, match="softmax, linear, mean, sigmoid"):
+        SearchConfig(threshold="top2")
+    with pytest.raises(UserError, match="selection_init"):
+        SearchConfig(threshold="linear")  # softmax starts at beta = 0: beta / sum(beta) = 0/0
+    assert SearchConfig().grad_clip is None  # the paper and the authors' code clip nothing
+    assert SearchConfig(gate="none").threshold_rule == "mean"
+
+
+def test_search_thresholds_with_its_own_rule_not_the_gates():
+    """The authors' pairing: softmax gate in the search, linear rule on the raw beta after it."""
+    model, layers = _prepared()
+    cfg = SearchConfig(k=4, threshold="linear", selection_init=1.0, lr_selection=0.05, max_steps=3)
+    result = search(model, batches(3, 1), batches(3, 2), cfg, progress=False)
+    for name, layer in layers.items():
+        beta = layer.selection_logits.detach().double()
+        assert result.selection_logits[name] == beta.tolist()
+        assert result.ranks[name] == int((beta / beta.sum() >= 0.25 - 1e-7).sum())
+
+
+def test_train_backbone_trains_everything_but_the_targets_base_weights():
+    model = tiny_roberta(layers=2)
+    layers = inject_selection_lora(model, ["query", "value"], k=4, trainable_extra=["classifier"],
+                                   train_backbone=True)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == {f"{n}.base.weight" for n in layers}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    search(model, batches(2, 1), batches(2, 2), SearchConfig(k=4, lr_weights=1e-2), progress=False)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert "roberta.encoder.layer.0.intermediate.dense.weight" in changed  # a backbone weight moved
+    assert not changed & frozen
+
+
+def test_fresh_dropout_masks_make_the_finite_difference_noise_over_eps():
+    """With dropout on, 'fresh' masks (the authors' passes) make the mixed term change with the
+    radius as mask noise / eps; 'replay' keeps it within the truncation error."""
+    from autolora_exp.methods.autolora import hypergrad as hg
+
+    changes = {}
+    for masks in ("replay", "fresh"):
+        estimates = []
+        for fd_eps in (0.01, 0.005):
+            model, layers = _prepared(dropout=0.1)
+            model.double().train()
+            randomise_lora(layers)
+            torch.manual_seed(3)
+            w, b = weight_parameters(model), selection_parameters(model)
+            opt = torch.optim.Adam(w, lr=1e-2)
+
+            def inner(grads):
+                for p, g in zip(w, grads):
+                    p.grad = g
+                opt.step()
+
+            h = hg.darts_betty(model, default_loss_fn, batches(1, 1)[0], batches(1, 2)[0], w, b, opt, inner,
+                               fd_eps, hg.PassCounter(), replay_dropout=masks == "replay")
+            estimates.append(torch.cat([g.flatten() for g in h.selection_grads]))
+        changes[masks] = ((estimates[1] - estimates[0]).norm() / estimates[0].norm()).item()
+    assert changes["replay"] < 1e-3 < changes["fresh"]

@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from autolora_exp.data.split import ids_hash, split_half, stratified_split
+from autolora_exp.data.split import ids_hash, split_half, split_held_out, stratified_split
 from autolora_exp.errors import UserError
 
 
@@ -77,6 +77,23 @@ def test_split_half_string_group_keys():
     tr, val = split_half(groups, seed=0)
     sides = [{groups[i] for i in tr}, {groups[i] for i in val}]
     assert not sides[0] & sides[1] and sides[0] | sides[1] == {"a", "b", "c", "d"}
+
+
+@pytest.mark.parametrize("n, fraction", [(10, 0.3), (1000, 0.3), (7, 0.1), (101, 0.75)])
+def test_split_held_out_gives_d_val_its_share(n, fraction):
+    tr, val = split_held_out(n, 0, fraction)
+    assert abs(len(val) - fraction * n) <= 1 and len(val) >= 1 and len(tr) >= 1
+    assert sorted(np.concatenate([tr, val]).tolist()) == list(range(n))
+
+
+def test_split_held_out_at_one_half_is_the_papers_split():
+    for n, seed in ((100, 5), (37, 1)):
+        assert all((a == b).all() for a, b in zip(split_held_out(n, seed, 0.5), split_half(n, seed)))
+    groups = [i // 3 for i in range(60)]  # groups of 3 rows stay on one side
+    tr, val = split_held_out(groups, 2, 0.3)
+    assert abs(len(val) - 18) <= 3 and not {groups[i] for i in tr} & {groups[i] for i in val}
+    with pytest.raises(UserError, match="val_fraction=1.0"):
+        split_held_out(10, 0, 1.0)
 
 
 def test_split_half_needs_two_groups():
