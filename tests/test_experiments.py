@@ -19,7 +19,7 @@ from autolora_exp.sweeps import sweep_jobs
 from conftest import CONF_DIR, REPO, compose
 
 SEEDS, MINI_SEEDS = 5, 2
-N_GLUE, N_BASELINES, N_ABLATIONS = 8, 5, 4
+N_GLUE, N_BASELINES, N_ABLATIONS = 8, 5, 8  # ablations: 4 rows x 2 presets (paper, authors)
 
 #: experiment -> the number of runs its sweep must launch (factors: tasks x methods x seeds)
 EXPECTED_JOBS = {
@@ -27,14 +27,14 @@ EXPECTED_JOBS = {
     "figure2_roberta_large": 3 * N_BASELINES * SEEDS,              # MRPC, QQP, SST-2: 75
     "table2_nlg": 2 * N_BASELINES * SEEDS,                         # E2E, WebNLG: 50
     "table3_bionlp": 1 * N_BASELINES * SEEDS,                      # 25
-    "table4_ablations": N_GLUE * N_ABLATIONS * SEEDS,              # 160
+    "table4_ablations": N_GLUE * N_ABLATIONS * SEEDS,              # 320
     "table5_cost": 3 * 3 * SEEDS,                                  # SST-2, MNLI, QQP x AdaLoRA, grid, AutoLoRA: 45
     "figure3_ranks": 3 * 1 * SEEDS,                                # QQP, MNLI, E2E x AutoLoRA: 15
     "mini/table1_glue": 6 * N_BASELINES * MINI_SEEDS,              # GLUE less MNLI, QQP: 60
     "mini/figure2_roberta_large": 2 * N_BASELINES * MINI_SEEDS,    # MRPC, SST-2: 20
     "mini/table2_nlg": 2 * N_BASELINES * MINI_SEEDS,               # 20
     "mini/table3_bionlp": 1 * N_BASELINES * MINI_SEEDS,            # 10
-    "mini/table4_ablations": 3 * N_ABLATIONS * MINI_SEEDS,         # CoLA, MRPC, RTE: 24
+    "mini/table4_ablations": 3 * N_ABLATIONS * MINI_SEEDS,         # CoLA, MRPC, RTE: 48
     "mini/table5_cost": 1 * 3 * MINI_SEEDS,                        # SST-2: 6
     "mini/figure3_ranks": 2 * 1 * MINI_SEEDS,                      # MRPC, RTE: 4
     "mini/figure3_ranks_nlg": 1 * 1 * MINI_SEEDS,                  # E2E: 2

@@ -21,10 +21,14 @@ TASK_LABELS = {
 }
 #: Table 1's rows, in the paper's order (full fine-tuning first, the proposed method last)
 BASELINES = ("full_ft", "adapter", "lora", "adalora", "autolora")
-ABLATIONS = ("autolora", "autolora_no_cst", "autolora_sigmoid", "autolora_eta0")
+ABLATIONS = ("autolora", "autolora_no_cst", "autolora_sigmoid", "autolora_eta0",
+             "autolora_authors", "autolora_authors_no_cst", "autolora_authors_sigmoid", "autolora_authors_eta0")
 METHOD_LABELS = {
     "full_ft": "Full FT", "adapter": "Adapter", "lora": "LoRA", "adalora": "AdaLoRA", "autolora": "AutoLoRA",
     "lora_grid": "LoRA + grid search", "autolora_no_cst": "w/o constraint", "autolora_sigmoid": "sigmoid", "autolora_eta0": "η = 0",
+    "autolora_authors": "AutoLoRA (authors' search)", "autolora_authors_no_cst": "w/o constraint (authors' search)",
+    "autolora_authors_sigmoid": "sigmoid (authors' search)", "autolora_authors_eta0": "η = 0 (authors' search)",
+    "autolora_authors_bionlp": "AutoLoRA (authors' BioNLP search)",
 }
 
 
