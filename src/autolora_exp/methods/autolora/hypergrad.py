@@ -79,6 +79,10 @@ class Hypergradient:
     lookahead_grads: list[torch.Tensor] | None = None
     #: betty: restores W and the optimiser state to before the look-ahead step
     rollback: Callable[[], None] | None = None
+    #: darts: the two terms, as they enter: selection_grads = direct - second_order
+    #: (second_order = eta * mixed with the sgd look-ahead, the mixed term itself with betty)
+    direct: list[torch.Tensor] | None = None
+    second_order: list[torch.Tensor] | None = None
 
 
 class RngState:
@@ -257,7 +261,9 @@ def darts_sgd(
     if eta == 0:
         return Hypergradient(direct, lookahead_grads=g_tr)
     mixed = mixed_term_fd(model, loss_fn, tr_batch, weights, selection, v, fd_eps, counter, rng, g_centre)
-    return Hypergradient([d - eta * m for d, m in zip(direct, mixed)], lookahead_grads=g_tr)
+    second = [eta * m for m in mixed]
+    return Hypergradient([d - m for d, m in zip(direct, second)], lookahead_grads=g_tr, direct=direct,
+                         second_order=second)
 
 
 class _LossCall(nn.Module):
@@ -342,7 +348,8 @@ def darts_betty(
     inner_step(weight_grads(model, loss_fn, tr_batch, weights, counter))
     direct, v = val_gradients(model, loss_fn, val_batch, weights, selection, counter)
     mixed = mixed_term_fd(model, loss_fn, tr_batch, weights, selection, v, fd_eps, counter, rng)
-    return Hypergradient([d - m for d, m in zip(direct, mixed)], rollback=snapshot.restore)
+    return Hypergradient([d - m for d, m in zip(direct, mixed)], rollback=snapshot.restore, direct=direct,
+                         second_order=mixed)
 
 
 class _OptimizerSnapshot:

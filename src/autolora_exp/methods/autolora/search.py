@@ -244,6 +244,8 @@ class BilevelSearch:
                                                             betas=config.selection_betas)
         if config.hypergrad == "exact":
             hg.require_eager_attention(model)
+        #: the hypergradient of the last :meth:`step` (diagnostics: its direct and second-order terms)
+        self.last_hypergradient: hg.Hypergradient | None = None
 
     def _recording(self, loss_fn: hg.LossFn) -> hg.LossFn:
         """``loss_fn`` that also keeps the first loss of each batch of the iteration in :attr:`losses`."""
@@ -268,7 +270,8 @@ class BilevelSearch:
         args = (self.model, self.loss_fn, tr_batch, val_batch, self.weights, self.selection)
         replay = cfg.fd_dropout_masks == "replay"
         if cfg.lookahead == "betty":
-            h = hg.darts_betty(*args, self.w_opt, self._inner_update, cfg.fd_eps, counter, replay)
+            h = self.last_hypergradient = hg.darts_betty(*args, self.w_opt, self._inner_update, cfg.fd_eps, counter,
+                                                         replay)
             self._outer_update(h.selection_grads)
             if not cfg.reuse_lookahead_grad:
                 # Betty redoes the inner step from the pre-look-ahead state with the new beta
@@ -282,6 +285,7 @@ class BilevelSearch:
             h = hg.exact_sgd(*args, cfg.look_ahead_eta, counter)
         else:
             h = hg.darts_sgd(*args, cfg.look_ahead_eta, cfg.fd_eps, counter, cfg.difference, replay)
+        self.last_hypergradient = h
         self._outer_update(h.selection_grads)
         if cfg.reuse_lookahead_grad and h.lookahead_grads is not None:
             grads = h.lookahead_grads
