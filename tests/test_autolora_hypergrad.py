@@ -153,6 +153,28 @@ def test_first_order_is_the_direct_gradient_at_w(setup):
     assert torch.equal(_flat(h.selection_grads), _flat(direct))
 
 
+@pytest.mark.parametrize("fd", FD_CASES)
+def test_darts_reports_its_direct_and_second_order_terms(setup, fd):
+    """h = direct - eta * mixed; the direct term is dL_val/dbeta at W_hat, the second-order term
+    is what separates h from it (scripts/second_order.py measures their sizes)."""
+    model, tr, val, weights, betas = setup
+    h = hg.darts_sgd(model, default_loss_fn, tr, val, weights, betas, ETA, 0.01, hg.PassCounter(), fd)
+    assert torch.allclose(_flat(h.selection_grads), _flat(h.direct) - _flat(h.second_order), rtol=0, atol=1e-15)
+    saved = [w.detach().clone() for w in weights]
+    g = torch.autograd.grad(default_loss_fn(model, tr), weights)
+    with torch.no_grad():
+        for w, gi in zip(weights, g):
+            w.sub_(ETA * gi)
+    direct = _flat(torch.autograd.grad(default_loss_fn(model, val), betas))
+    with torch.no_grad():
+        for w, s in zip(weights, saved):
+            w.copy_(s)
+    assert _rel(_flat(h.direct), direct) < 1e-12
+    exact = _exact(model, tr, val, weights, betas)
+    # the second-order term is what the exact hypergradient adds to the direct one
+    assert _rel(_flat(h.second_order), direct - exact) < FD_CASES[fd][1] * 5
+
+
 @pytest.mark.parametrize("mode", ["darts", "darts_forward", "exact"])
 def test_estimators_leave_the_weights_bit_identical(setup, mode):
     model, tr, val, weights, betas = setup
