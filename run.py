@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import traceback
 
 import hydra
 from omegaconf import DictConfig
@@ -17,6 +18,7 @@ from omegaconf import DictConfig
 from autolora_exp.errors import UserError
 from autolora_exp.hub import configure_offline_mode
 from autolora_exp.schema import register
+from autolora_exp.sweeps import FailedJob, report_failed_jobs
 
 configure_offline_mode()  # before transformers/datasets are imported: they read it at import
 register()
@@ -31,7 +33,7 @@ def in_multirun() -> bool:
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float | FailedJob | None:
     from autolora_exp.pipeline import run
     from autolora_exp.preemption import Preempted, StopSignal
     from autolora_exp.train import NonFiniteLossError
@@ -48,9 +50,14 @@ def main(cfg: DictConfig) -> float | None:
             sys.exit(128 + signal.SIGINT)
         except (UserError, NonFiniteLossError) as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
-            if in_multirun():
-                return None  # failed.json is written; the sweep goes on with its other jobs
+            if in_multirun():  # failed.json is written; the sweep goes on with its other jobs
+                return FailedJob(str(cfg.output_dir), str(err))
             sys.exit(2 if isinstance(err, UserError) else 1)
+        except Exception as err:  # a bug: its traceback, and in a sweep the other jobs still run
+            if not in_multirun():
+                raise
+            traceback.print_exc()
+            return FailedJob(str(cfg.output_dir), f"{type(err).__name__}: {err}")
     if result is None:
         stop.finish()  # hands the signal on (submitit requeues the job) or exits 128 + signal
         return None
@@ -60,3 +67,4 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     main()
+    sys.exit(report_failed_jobs())  # after a sweep: 1 when any job failed (a single run exits in main)

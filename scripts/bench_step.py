@@ -29,7 +29,6 @@ download), for the GPU check at the paper's batch size and sequence length.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -39,6 +38,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from autolora_exp.atomic import atomic_write_json, atomic_write_text
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -319,8 +320,8 @@ def main() -> None:
     result = report(args, device, times, passes, memory)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "step.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "step.md").write_text(markdown(result))
+    atomic_write_json(out / "step.json", result)
+    atomic_write_text(out / "step.md", markdown(result))
     print(markdown(result))
 
 

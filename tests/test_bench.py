@@ -258,7 +258,8 @@ def test_a_failed_run_is_recorded_and_the_benchmark_goes_on(tmp_path):
                          tmp_path / "run")
     rec = bench.run_one(run, REPO, echo=False)
     assert rec.status == "failed" and str(tmp_path / "none") in rec.error
-    assert rec.process["returncode"] != 0 and (tmp_path / "run" / "failed.json").exists()
+    assert rec.folder.parent == tmp_path and rec.folder.name.startswith("run-")  # run-<config digest>
+    assert rec.process["returncode"] != 0 and (rec.folder / "failed.json").exists()
 
 
 def test_step_bench_tiny_model_counts_passes_and_writes_json(tmp_path):

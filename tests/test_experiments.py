@@ -125,7 +125,7 @@ def hydra_session():
 def run_folder(cfg) -> str:
     """The job's run folder, from the sweep's own dir and subdir templates."""
     template = OmegaConf.to_container(cfg.hydra.sweep, resolve=False)["subdir"]
-    assert "seed${seed}" in template  # seeds never share a folder
+    assert "seed${seed}-${run_digest:}" in template  # seeds (and configs) never share a folder
     return f"{cfg.hydra.sweep.dir}/{cfg.hydra.sweep.subdir}"
 
 
@@ -249,5 +249,5 @@ def test_local_launcher_runs_a_two_job_sweep(tmp_path, shared_data):
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = sorted(tmp_path.rglob("result.json"))
-    assert [p.parent.name for p in results] == ["seed0", "seed1"]
+    assert [p.parent.name.split("-")[0] for p in results] == ["seed0", "seed1"]
     assert len(list((tmp_path / ".submitit").rglob("*_result.pkl"))) == 2  # ran through submitit

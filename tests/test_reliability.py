@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from autolora_exp import results
+from autolora_exp import atomic, results
 from autolora_exp.checkpoint import Checkpointer
 from autolora_exp.errors import UserError
 from autolora_exp.pipeline import run
@@ -128,7 +128,7 @@ def test_disk_full_on_result_write_keeps_old_file_and_reports_metrics(make_cfg, 
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(results.os, "replace", full)
+    monkeypatch.setattr(atomic.os, "replace", full)
     with pytest.raises(UserError, match="No space left on device"):
         run(make_cfg(*TINY))
     assert json.loads((out / "result.json").read_text()) == {"old": True}
@@ -143,7 +143,7 @@ def test_atomic_write_never_leaves_a_partial_file(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError(errno.EIO, "I/O error")
 
-    monkeypatch.setattr(results.os, "fsync", boom)
+    monkeypatch.setattr(atomic.os, "fsync", boom)
     with pytest.raises(OSError):
         results.atomic_write_json(target, {"a": 2})
     assert json.loads(target.read_text()) == {"a": 1}
@@ -186,12 +186,13 @@ def test_model_without_target_modules_names_its_modules(make_cfg):
         run(make_cfg(*TINY, "model.target_modules=[q_proj]"))
 
 
-def test_a_failing_job_does_not_end_the_sweep(tmp_path):
+def test_a_failing_job_does_not_end_the_sweep_but_fails_it(tmp_path):
     proc = subprocess.run([sys.executable, "run.py", "-m", *TINY, "task=glue/rte",
                            "task.data_dir=/no/such/glue," + str(REPO.parent / "shared" / "data" / "glue"),
                            f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=${hydra.job.num}"],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 1, proc.stderr[-2000:]  # make reproduce-mini must not report success
     assert "/no/such/glue" in proc.stderr
+    assert f"sweep: 1 job(s) failed" in proc.stderr and f"{tmp_path / '0'}: " in proc.stderr
     assert json.loads((tmp_path / "0" / "failed.json").read_text())["phase"] == "data"
     assert json.loads((tmp_path / "1" / "result.json").read_text())["status"] == "completed"

@@ -367,7 +367,9 @@ def swept(tmp_path_factory, shared_data):
 
 def test_tiny_sweep_then_make_tables(swept, tmp_path):
     found = sorted(p.relative_to(swept).as_posix() for p in swept.rglob("result.json"))
-    assert found == [f"mini/table1_glue/glue/rte/tiny-roberta/lora/seed{s}/result.json" for s in (0, 1)]
+    digests = [json.loads((swept / f).read_text())["config_hash"][:8] for f in found]
+    assert found == [f"mini/table1_glue/glue/rte/tiny-roberta/lora/seed{s}-{d}/result.json"
+                     for s, d in zip((0, 1), digests)]
     scores = sorted(json.loads(p.read_text())["metrics"]["best"]["validation"]["accuracy"] for p in swept.rglob("result.json"))
     written = make_tables(swept, tmp_path / "tables")
     md = md_of(tmp_path / "tables", "mini/table1_glue")

@@ -1,8 +1,12 @@
 """Benchmark runs: every configuration goes through the real pipeline, each in its own folder.
 
-    folder = <out>/runs/<bench>/<settings tag>/<task>/<model>/<variant>/seed<N>
+    folder = <out>/runs/<bench>/<settings tag>/<task>/<model>/<variant>/seed<N>-<digest>
     if folder/result.json was written by the same config (hash)   -> reuse it (resumable)
     else  python run.py <overrides> hydra.run.dir=<folder>         -> a fresh process per run
+
+The digest is the run's config digest, as in every run folder (:mod:`autolora_exp.run_folder`):
+a benchmark rerun after a change of the code's defaults computes into a new folder and never
+replaces (or reuses) a result of the old config.
 
 A fresh process per run, because on CPU the pipeline records the peak resident set of the
 whole process (``ru_maxrss``): runs sharing one process would inherit each other's peaks. A
@@ -32,6 +36,7 @@ from typing import Any, Iterable
 
 from autolora_exp import results
 from autolora_exp.errors import UserError
+from autolora_exp.run_folder import with_digest
 
 #: sidecar written next to result.json by a benchmark run
 BENCH_FILE = "bench.json"
@@ -130,6 +135,7 @@ def run_one(run: BenchRun, repo: Path, python: str = sys.executable, echo: bool 
     """Reuse the run's finished result.json (same config hash) or run it in a fresh process."""
     conf_dir = repo / "conf"
     digest = config_digest(run.overrides, run.folder, conf_dir)
+    run = BenchRun(run.key, run.overrides, with_digest(run.folder, digest))
     finished = results.finished_result(run.folder, digest)
     if finished is not None:
         if echo:

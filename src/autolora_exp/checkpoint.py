@@ -13,18 +13,18 @@ milliseconds on a GPU and seconds on a CPU, so no step count suits both), both c
 every step and epoch boundary; at a stop signal (:mod:`autolora_exp.preemption`), which is
 how preemption loses nothing; and at the end of each phase.
 
-Files are written atomically (temporary file, then rename) and the previous checkpoint is kept
-as ``<phase>.prev.pt``: a corrupt or half-written last checkpoint falls back to the previous one,
-with a warning. A checkpoint carries the hash of the config that wrote it; resuming under a
+Files are written by :func:`autolora_exp.atomic.atomic_write` and the previous checkpoint is
+kept as ``<phase>.prev.pt``: a corrupt or half-written last checkpoint falls back to the previous
+one, with a warning. A save that fails (disk full) leaves both as they were and stops the run
+with one line (:class:`CheckpointWriteError`). A checkpoint carries the hash of the config that
+wrote it; resuming under a
 different config is refused.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import random
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from autolora_exp.atomic import WriteError, atomic_write
 from autolora_exp.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,16 @@ def checkpoint_schedule(train_cfg: Any) -> dict[str, Any]:
     return {"every_steps": every_steps or 0, "every_s": every_s or None}
 
 
+class CheckpointWriteError(WriteError):
+    """A checkpoint could not be saved; the ones on disk are untouched."""
+
+    def __init__(self, err: WriteError, kept: list[Path]) -> None:
+        super().__init__(err.path, err)
+        where = " and ".join(str(p) for p in kept)
+        self.message += (f"; the last checkpoint is kept ({where}): free space and run the same command again "
+                         "to resume from it" if kept else "; no earlier checkpoint of this phase exists")
+
+
 class Checkpointer:
     """Save and load the checkpoints of one phase in ``directory``.
 
@@ -117,22 +128,13 @@ class Checkpointer:
 
     def save(self, state: dict[str, Any]) -> Path:
         """Write ``state`` atomically; the last checkpoint becomes the previous one."""
-        self.directory.mkdir(parents=True, exist_ok=True)
         state = {**state, "config_hash": self.config_hash, "phase": self.phase}
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.phase}.", suffix=".pt", dir=self.directory)
         try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(state, f)
-                f.flush()
-                os.fsync(f.fileno())
-            if self.path.exists():
-                os.replace(self.path, self.previous)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            path = atomic_write(self.path, lambda f: torch.save(state, f), keep_previous=self.previous)
+        except WriteError as err:
+            raise CheckpointWriteError(err, [p for p in (self.path, self.previous) if p.exists()]) from err
         self._last_save = time.monotonic()
-        return self.path
+        return path
 
     def load(self) -> dict[str, Any] | None:
         """The newest readable checkpoint of this phase, or None to start the phase afresh."""

@@ -31,6 +31,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from autolora_exp import results
+from autolora_exp.atomic import WriteError, atomic_write_json
 from autolora_exp.checkpoint import Checkpointer, checkpoint_schedule
 from autolora_exp.data.split import ids_hash, split_held_out
 from autolora_exp.errors import UserError
@@ -38,15 +39,12 @@ from autolora_exp.kinds import TaskKind, make_kind
 from autolora_exp.methods.base import SearchContext
 from autolora_exp.models import count_parameters, load_backbone, load_tokenizer
 from autolora_exp.preemption import Preempted, StopSignal, stop_point
+from autolora_exp.run_folder import ATTEMPTS_FILE, CHECKPOINT_DIR, check_owner
 from autolora_exp.seeding import seed_everything
 from autolora_exp.tracking import Tracker
 from autolora_exp.train import fit
 
 log = logging.getLogger(__name__)
-
-#: checkpoints of the phases live in <run folder>/checkpoints/{search,train}.pt
-CHECKPOINT_DIR = "checkpoints"
-
 
 def resolve_device(spec: str) -> torch.device:
     if spec == "auto":
@@ -59,13 +57,48 @@ def resolve_device(spec: str) -> torch.device:
 
 
 class PhaseTimer:
-    """Wall time and peak memory per phase (search, train, ...), recorded in result.json."""
+    """Wall and CPU seconds and peak memory per phase (data, search, train, ...), for result.json.
 
-    def __init__(self, device: torch.device) -> None:
+    A run that was stopped (preempted, failed) and run again repeats or resumes its phases;
+    what a phase cost is what every attempt spent on it:
+
+        wall_s   = sum over the attempts a that entered the phase of wall_s(a)     (cpu_s alike)
+        attempts = the number of those attempts
+        peak_*   = the largest peak of any attempt
+
+    The sums of the earlier attempts are kept in ``ledger`` (``checkpoints/attempts.json``),
+    rewritten at the end of every phase with the config hash (which also marks the folder's
+    checkpoints as this config's: run_folder.check_owner). It goes with the checkpoints once
+    result.json is written. Without a ledger every phase counts one attempt.
+    """
+
+    def __init__(self, device: torch.device, ledger: Path | None = None, config_hash: str = "") -> None:
         self.device = device
+        self.ledger = ledger
+        self.config_hash = config_hash
         self.phases: dict[str, dict[str, Any]] = {}
         #: the phase running now (named in failed.json when it fails)
         self.current: str | None = None
+        #: phase -> {"wall_s", "cpu_s", "attempts", peaks} summed over the earlier attempts
+        self.earlier: dict[str, dict[str, Any]] = self._read_ledger()
+
+    def _read_ledger(self) -> dict[str, dict[str, Any]]:
+        if self.ledger is None or not self.ledger.is_file():
+            return {}
+        try:
+            record = json.loads(self.ledger.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            log.warning("%s is unreadable (%s); earlier attempts' costs are not counted", self.ledger, err)
+            return {}
+        return record.get("phases", {}) if record.get("config_hash") == self.config_hash else {}
+
+    def _write_ledger(self) -> None:
+        if self.ledger is None:
+            return
+        try:
+            atomic_write_json(self.ledger, {"config_hash": self.config_hash, "phases": {**self.earlier, **self.phases}})
+        except WriteError as err:  # never hides the phase's own outcome; the costs then count this attempt only
+            log.warning("%s; the next attempt will not count this one's costs", err)
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[dict[str, Any]]:
@@ -77,14 +110,18 @@ class PhaseTimer:
         try:
             yield record
         finally:
-            record["wall_s"] = round(time.perf_counter() - start, 3)
+            before = self.earlier.get(name, {})
+            record["wall_s"] = round(before.get("wall_s", 0.0) + time.perf_counter() - start, 3)
             # CPU seconds of this process: comparable across runs on a shared machine
-            record["cpu_s"] = round(time.process_time() - cpu, 3)
+            record["cpu_s"] = round(before.get("cpu_s", 0.0) + time.process_time() - cpu, 3)
+            record["attempts"] = before.get("attempts", 0) + 1
             if self.device.type == "cuda":
-                record["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
+                peak = ("peak_mem_mb", round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1))
             else:  # process-lifetime peak resident set (Linux reports KiB)
-                record["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+                peak = ("peak_rss_mb", round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+            record[peak[0]] = max(peak[1], before.get(peak[0], 0.0))
             self.phases[name] = record
+            self._write_ledger()
 
 
 def load_task_data(task_cfg: DictConfig, seed: int) -> Any:
@@ -173,7 +210,7 @@ def search_phase(cfg: DictConfig, method: Any, data: Any, encoded: Any, kind: Ta
     save_rank_pattern_json(outcome.ranks, output_dir / "rank_pattern.json")
     rank_heatmap(outcome.ranks, output_dir / "rank_heatmap.png",
                  title=f"{cfg.task.name} | {cfg.model.name} | {method.name}")
-    results.atomic_write_json(output_dir / "search.json", outcome.to_dict())
+    atomic_write_json(output_dir / "search.json", outcome.to_dict())
     return {
         "ranks": outcome.ranks,
         "mean_rank": outcome.mean_rank,
@@ -203,14 +240,18 @@ def run(cfg: DictConfig, stop: StopSignal | None = None) -> dict[str, Any]:
     Ctrl-C) is no failure: the checkpoints are the record.
     """
     output_dir = Path(cfg.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise WriteError(output_dir, err) from None
     config = OmegaConf.to_container(cfg, resolve=True)
     digest = results.config_hash(config)
     finished = results.finished_result(output_dir, digest)
     if finished is not None:
         print(f"already finished (same config): {output_dir / results.RESULT_FILE}", flush=True)
         return finished
-    timer = PhaseTimer(resolve_device(cfg.device))
+    check_owner(output_dir, digest)  # another config's result.json or checkpoints: refuse, touch nothing
+    timer = PhaseTimer(resolve_device(cfg.device), output_dir / CHECKPOINT_DIR / ATTEMPTS_FILE, digest)
     tracker = Tracker.for_run(cfg, config, digest)
     try:
         result = _run(cfg, config, digest, output_dir, timer, tracker, stop or StopSignal())
@@ -332,7 +373,7 @@ def write_result_or_report(output_dir: Path, result: dict[str, Any]) -> Path:
     """Write result.json; if the disk refuses, print the metrics so nothing computed is lost."""
     try:
         return results.write_result(output_dir, result)
-    except OSError as err:
+    except OSError as err:  # a WriteError (disk full, read-only, permissions)
         print(json.dumps({"metrics": result["metrics"], "params": result["params"], "ranks": result["ranks"]},
                          default=str), file=sys.stderr, flush=True)
         raise UserError(f"could not write {output_dir / results.RESULT_FILE} ({err.strerror or err}); the metrics "

@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from autolora_exp.atomic import atomic_save_figure
 from autolora_exp.errors import UserError
 
 #: last name component -> row label
@@ -71,7 +72,4 @@ def rank_heatmap(ranks: Mapping[str, int], path: str | os.PathLike, title: str |
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    return path
+    return atomic_save_figure(fig, path, dpi=150)

@@ -16,21 +16,22 @@ Schema (``schema_version`` 1)::
     env           package versions, device, git commit
     created       ISO time
 
-Files are written atomically (temporary file in the same folder, then ``os.replace``): a
-crash leaves the old file or the new one, never half of one.
+Files are written by :mod:`autolora_exp.atomic` (temporary file in the same folder, then
+``os.replace``; mode 0644 under the usual umask): a crash leaves the old file or the new one,
+never half of one.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
-import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from autolora_exp.atomic import atomic_write_json, atomic_write_text  # noqa: F401 - the writers of this module's files
 
 SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"
@@ -38,37 +39,6 @@ FAILED_FILE = "failed.json"
 
 PACKAGES = ("torch", "transformers", "peft", "datasets", "hydra-core", "omegaconf", "wandb",
             "scikit-learn", "scipy", "numpy")
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
-
-
-def _jsonable(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def git_commit(cwd: str | Path | None = None) -> str | None:

@@ -248,7 +248,11 @@ class Config:
 
 
 def register() -> None:
-    """Register the schemas with Hydra's ConfigStore (idempotent)."""
+    """Register the schemas with Hydra's ConfigStore and the run folder's ``${run_digest:}``
+    resolver (idempotent): before any config is composed."""
+    from autolora_exp.run_folder import register_resolver
+
+    register_resolver()
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     for name, node in METHOD_SCHEMAS.items():

@@ -8,11 +8,16 @@ are wrong shows here before it reaches a cluster (e.g. ``task=glob(glue/*)``, wh
 descend into nested groups and launches nothing).
 
     python -m autolora_exp.sweeps experiment=table1_glue      # count and list the jobs
+
+Also here: how a sweep reports its failed jobs. A job that fails writes its failed.json,
+prints its error and returns a :class:`FailedJob`, so the sweep goes on with the others; once
+the sweep is over, run.py lists the failed jobs and exits 1 (:func:`report_failed_jobs`).
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from autolora_exp.errors import UserError
@@ -45,6 +50,37 @@ def _is_sweep(override: str) -> bool:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     return OverridesParser.create().parse_override(override).is_sweep_override()
+
+
+#: output folder -> error of every job of this process's sweep that failed (see FailedJob)
+FAILED_JOBS: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class FailedJob:
+    """The return value of a sweep job that failed; it records itself in :data:`FAILED_JOBS`
+    wherever it is created or unpickled. Hydra's basic launcher runs the jobs in the launching
+    process (created there); submitit's launchers unpickle each job's return value in the
+    launching process (``__reduce__`` re-creates it there)."""
+
+    output_dir: str
+    error: str
+
+    def __post_init__(self) -> None:
+        FAILED_JOBS[self.output_dir] = self.error
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return (FailedJob, (self.output_dir, self.error))
+
+
+def report_failed_jobs() -> int:
+    """After a sweep: list its failed jobs on stderr; the exit status (1 if any failed, else 0)."""
+    if not FAILED_JOBS:
+        return 0
+    lines = [f"sweep: {len(FAILED_JOBS)} job(s) failed (each folder holds its failed.json; `make tables` lists them):"]
+    lines += [f"  {folder}: {error}" for folder, error in sorted(FAILED_JOBS.items())]
+    print("\n".join(lines), file=sys.stderr, flush=True)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,11 +38,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from autolora_exp.atomic import atomic_write_text
 from autolora_exp.errors import UserError
 from autolora_exp.generate import generate_texts
 from autolora_exp.kinds.base import TaskKind
 from autolora_exp.preemption import stop_point
-from autolora_exp.results import atomic_write_text
 from autolora_exp.train import move_to
 
 log = logging.getLogger(__name__)

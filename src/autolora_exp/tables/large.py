@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
+from autolora_exp.atomic import atomic_save_figure
 from autolora_exp.tables.layout import (BASELINES, entry, method_label, missing_cells, models_of, ordered,
                                         params_entry, rows_of, task_label)
 from autolora_exp.tables.load import Collection
@@ -54,10 +55,7 @@ def bars_png(path: Path, tasks: list[str], series: list[tuple[str, list[Entry]]]
     handles = [Patch(color=f"C{i}", label=label) for i, (label, _) in enumerate(series)]
     ax.legend(handles=handles, fontsize=7, ncols=min(len(series), 5), loc="upper center", bbox_to_anchor=(0.5, -0.1))
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    return path
+    return atomic_save_figure(fig, path, dpi=150)
 
 
 def figure2(col: Collection, experiment: str) -> Section:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from autolora_exp.results import atomic_write_text
+from autolora_exp.atomic import atomic_write_text
 from autolora_exp.tables import cost, glue, large, ner, nlg, ranks
 from autolora_exp.tables.generic import generic
 from autolora_exp.tables.load import Collection, load_folder

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from autolora_exp.atomic import atomic_write_text
 from autolora_exp.errors import UserError
 
 SCALINGS = ("per_layer", "fixed")
@@ -85,12 +86,7 @@ def rank_pattern_config(
 def save_rank_pattern_json(ranks: Mapping[str, int], path: str | os.PathLike) -> Path:
     """Write {full module name: rank} as JSON (readable by :func:`load_rank_pattern_json`)."""
     ranks = _check_ranks(ranks)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(ranks, indent=2) + "\n")
-    tmp.replace(path)  # atomic: a reader never sees half a file
-    return path
+    return atomic_write_text(path, json.dumps(ranks, indent=2) + "\n")  # a reader never sees half a file
 
 
 def load_rank_pattern_json(path: str | os.PathLike) -> dict[str, int]:
