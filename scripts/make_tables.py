@@ -4,7 +4,8 @@
 
 Reads every result.json and failed.json under the folder (the sweeps write
 outputs/multirun/<experiment>/...), writes <out>/<experiment>/tables.{md,tex} and the figures,
-and <out>/README.md as an index. See src/autolora_exp/tables/make.py.
+and <out>/README.md as an index (which also lists the files it could not read: they are left
+out and named on stderr, the rest is built). See src/autolora_exp/tables/make.py.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 
 from autolora_exp.errors import UserError
 from autolora_exp.tables.load import SELECTIONS
-from autolora_exp.tables.make import make_tables
+from autolora_exp.tables.load import load_folder
+from autolora_exp.tables.make import build, write
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,10 +28,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="dev score of the best epoch (the LoRA paper's convention) or of the last")
     args = parser.parse_args(argv)
     try:
-        written = make_tables(args.results, args.out, select=args.select)
+        col = load_folder(args.results, select=args.select)
+        written = write(col, build(col), args.out)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    for path, why in col.unreadable:  # listed in the index too; the tables are built from the rest
+        print(f"warning: unreadable, left out: {path}: {why}", file=sys.stderr)
     total = sum(len(files) for files in written.values())
     print(f"{len(written)} experiment(s), {total} file(s) -> {args.out}/README.md")
     for experiment, files in written.items():

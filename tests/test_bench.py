@@ -54,7 +54,7 @@ def test_stats_median_spread_and_single_seed():
     assert s["std"] == pytest.approx(0.1)
     one = bench.stats([2.0])
     assert one["std"] is None and bench.fmt_stat(one) == "2.00"
-    assert bench.fmt_stat(s, 100, 1) == "60.0 [50.0–70.0] (n=3)"
+    assert bench.fmt_stat(s, 100, 1) == "60.0 [50.0–70.0] (n=3 of 4, 1 NaN/inf)"  # the NaN seed is shown, not hidden
     assert bench.stats([]) is None and bench.fmt_stat(None) == "-"
 
 

@@ -191,7 +191,7 @@ def test_failed_runs_are_listed_and_cells_say_failed(tmp_path):
     md = md_of(tmp_path / "out", "table1_glue")
     header = row(md, "Method")
     assert row(md, "AdaLoRA")[header.index("CoLA")] == "failed (1)"
-    assert row(md, "LoRA (r=4)")[header.index("RTE")] == "70.0 [70.0–70.0] n=1 (+1 failed)"
+    assert row(md, "LoRA (r=4)")[header.index("RTE")] == "70.0 [70.0–70.0] n=1 of 2, 1 failed"
     failed = md.split("## Failed runs")[1].split("##")[0]
     assert "glue/cola | roberta-base | adalora | seed 0: data: UserError: task 'glue/cola'" in failed
     assert "glue/rte | roberta-base | lora r=4 | seed 1: train: RuntimeError: CUDA out of memory" in failed
@@ -262,13 +262,13 @@ def test_table5_normalises_to_adalora(tmp_path):
     normalised = md.split("normalised to AdaLoRA = 1")[1]
     assert row(normalised, "AdaLoRA")[1] == "1.00 [0.90–1.10] n=3"
     assert row(normalised, "AutoLoRA")[1] == "2.00 [2.00–2.00] n=3"           # (120 + 80) / 100
-    assert row(normalised, "LoRA + grid search")[1] == "8.00 [7.90–8.10] n=2 (+1 failed)"  # (700|720 + 90) / 100
+    assert row(normalised, "LoRA + grid search")[1] == "8.00 [7.90–8.10] n=2 of 3, 1 failed"  # (700|720 + 90) / 100
     assert row(normalised, "AdaLoRA")[2] == "–"                                # MNLI: no runs
     assert "Grid: r ∈ {1, 2, 4, 8, 16}" in md
     seconds = md.split("seconds (roberta-base)")[1]
     assert row(seconds, "AdaLoRA")[1] == "100 [90–110] n=3"
     chosen = md.split("the ranks the searches chose")[1]
-    assert row(chosen, "LoRA + grid search")[1] == "4.00 [4.00–4.00] n=2 (+1 failed)"
+    assert row(chosen, "LoRA + grid search")[1] == "4.00 [4.00–4.00] n=2 of 3, 1 failed"
     assert row(chosen, "AutoLoRA")[1].startswith(f"{statistics.fmean(RANKS.values()):.2f} [")
     assert "glue/sst2 | roberta-base | lora_grid | seed 2: search" in md
 

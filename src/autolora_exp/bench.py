@@ -229,22 +229,27 @@ def machine_line(machine: dict[str, Any]) -> str:
 
 
 def stats(values: Iterable[float]) -> dict[str, Any] | None:
-    """Median, min, max, mean, sample standard deviation (None for one value) and n."""
-    xs = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    """Median, min, max, mean, sample standard deviation (None for one value) and n over the
+    finite values; ``nonfinite`` counts the NaN/inf ones (left out of every statistic, shown)."""
+    given = [float(v) for v in values if v is not None]
+    xs = [x for x in given if math.isfinite(x)]
     if not xs:
         return None
     return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "mean": statistics.fmean(xs),
-            "std": statistics.stdev(xs) if len(xs) > 1 else None, "n": len(xs)}
+            "std": statistics.stdev(xs) if len(xs) > 1 else None, "n": len(xs), "nonfinite": len(given) - len(xs)}
 
 
 def fmt_stat(s: dict[str, Any] | None, scale: float = 1.0, digits: int = 2) -> str:
-    """``median [min-max] (n)``, or the value alone for one seed; ``-`` when missing."""
+    """``median [min-max] (n)``, or the value alone for one seed; ``-`` when missing;
+    ``(n=2 of 3, 1 NaN/inf)`` when a seed's value was not finite."""
     if not s:
         return "-"
     med = f"{s['median'] * scale:.{digits}f}"
-    if s["n"] == 1:
+    bad = s.get("nonfinite") or 0
+    if s["n"] == 1 and not bad:
         return med
-    return f"{med} [{s['min'] * scale:.{digits}f}–{s['max'] * scale:.{digits}f}] (n={s['n']})"
+    n = f"{s['n']} of {s['n'] + bad}, {bad} NaN/inf" if bad else str(s["n"])
+    return f"{med} [{s['min'] * scale:.{digits}f}–{s['max'] * scale:.{digits}f}] (n={n})"
 
 
 def md_table(header: list[str], rows: list[list[Any]]) -> str:

@@ -112,6 +112,17 @@ def check_target_modules(model: nn.Module, targets: list[str]) -> list[str]:
     return sorted(set(matched))
 
 
+def check_head_modules(model: nn.Module, heads: list[str]) -> None:
+    """Every ``model.head_modules`` entry names a module of ``model`` (suffix match, as peft's
+    ``modules_to_save``), under every method: a missing head would otherwise stay frozen and
+    untrained without a word (peft ignores it). Fails naming the model's top-level modules."""
+    names = [n for n, _ in model.named_modules() if n]
+    for head in heads:
+        if not any(n == head or n.endswith("." + head) for n in names):
+            top = ", ".join(n for n, _ in model.named_children())
+            raise UserError(f"model.head_modules: '{head}' is not in the model; its top-level modules are: {top}")
+
+
 def count_parameters(model: nn.Module) -> dict[str, int]:
     """Trainable and total parameter counts (shared tensors counted once)."""
     seen: set[int] = set()

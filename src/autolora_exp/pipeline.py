@@ -37,7 +37,7 @@ from autolora_exp.data.split import ids_hash, split_held_out
 from autolora_exp.errors import UserError
 from autolora_exp.kinds import TaskKind, make_kind
 from autolora_exp.methods.base import SearchContext
-from autolora_exp.models import count_parameters, load_backbone, load_tokenizer
+from autolora_exp.models import check_head_modules, count_parameters, load_backbone, load_tokenizer
 from autolora_exp.preemption import Preempted, StopSignal, stop_point
 from autolora_exp.run_folder import ATTEMPTS_FILE, CHECKPOINT_DIR, check_owner
 from autolora_exp.seeding import seed_everything
@@ -199,7 +199,7 @@ def search_phase(cfg: DictConfig, method: Any, data: Any, encoded: Any, kind: Ta
         return raw_val, loader_for(kind.encode("d_val", raw_val), False)
 
     ctx = SearchContext(
-        new_model=lambda: load_backbone(cfg.model, kind.tokenizer, kind.auto_class, kind.head_kwargs()).to(device),
+        new_model=lambda: backbone(cfg.model, kind).to(device),
         target_modules=list(cfg.model.target_modules), head_modules=list(cfg.model.head_modules),
         d_tr_loader=loader_for(d_tr, True, search_batch), d_val_loader=loader_for(d_val, True, search_batch),
         evaluate_val=lambda model: kind.evaluate(model, "d_val", *val_eval_data(), device, None),
@@ -224,6 +224,13 @@ def search_phase(cfg: DictConfig, method: Any, data: Any, encoded: Any, kind: Ta
         "split": {name: {"n": len(set(part["idx"])), "rows": len(part), "ids_sha256": ids_hash(set(part["idx"]))}
                   for name, part in (("d_tr", d_tr), ("d_val", d_val))},
     }
+
+
+def backbone(model_cfg: DictConfig, kind: TaskKind) -> torch.nn.Module:
+    """The backbone with a fresh task head, its ``model.head_modules`` checked (every method)."""
+    model = load_backbone(model_cfg, kind.tokenizer, kind.auto_class, kind.head_kwargs())
+    check_head_modules(model, list(model_cfg.head_modules))
+    return model
 
 
 #: seed offsets of the phases: each phase starts from its own seed, so a run resumed at the
@@ -312,7 +319,7 @@ def _run(cfg: DictConfig, config: dict[str, Any], digest: str, output_dir: Path,
 
     with timer("train") as record:
         seed_everything(cfg.seed + PHASE_SEEDS["train"])
-        model = load_backbone(model_cfg, tokenizer, kind.auto_class, kind.head_kwargs())
+        model = backbone(model_cfg, kind)
         model = method.prepare(model, list(model_cfg.target_modules), list(model_cfg.head_modules)).to(device)
         params = count_parameters(model)
         trained = fit(model, method, loader_for(encoded["train"], True), evaluate, cfg.train, method.lr,

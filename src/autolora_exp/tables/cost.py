@@ -19,7 +19,7 @@ from statistics import median
 
 from autolora_exp.tables.layout import Fmt, entry, method_label, missing_cells, models_of, ordered, rows_of, task_label
 from autolora_exp.tables.load import Collection, aggregate
-from autolora_exp.tables.render import Entry, Missing, Table, Value
+from autolora_exp.tables.render import Entry, Missing, Table, value_or_missing
 from autolora_exp.tables.section import Section
 
 TABLE5_TASKS = ("glue/sst2", "glue/mnli", "glue/qqp")
@@ -46,10 +46,10 @@ def table5(col: Collection, experiment: str) -> Section:
                 costs = {r.seed: r.cost_s for r in cells.get(key, []) if r.cost_s is not None}
                 base = [r.cost_s for r in cells.get((experiment, key[1], model, "adalora", ""), []) if r.cost_s is not None]
                 stat = aggregate(costs.items())
-                raw.append(Value(stat, 1.0, 0, n_failed) if stat else Missing(n_failed))
+                raw.append(value_or_missing(stat, 1.0, 0, n_failed))
                 if stat and base:
                     scale = median(base)
-                    norm.append(Value(aggregate((s, c / scale) for s, c in costs.items()), 1.0, 2, n_failed))
+                    norm.append(value_or_missing(aggregate((s, c / scale) for s, c in costs.items()), 1.0, 2, n_failed))
                 else:
                     norm.append(Missing(n_failed))
             norm_rows.append(norm)

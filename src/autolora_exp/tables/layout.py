@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from autolora_exp.tables.load import Collection, CellKey
-from autolora_exp.tables.render import Entry, Missing, Value
+from autolora_exp.tables.render import Entry, value_or_missing
 
 #: GLUE in the benchmark's own order (the order of the experiments' sweeps)
 GLUE_TASKS = ("glue/cola", "glue/sst2", "glue/mrpc", "glue/qqp", "glue/stsb", "glue/mnli", "glue/qnli", "glue/rte")
@@ -79,9 +79,8 @@ class Fmt:
 def entry(col: Collection, key: CellKey, value: str = "score", metric: str | None = None,
           fmt: Fmt = Fmt()) -> Entry:
     """One cell: the aggregate over seeds, or Missing (with the number of failed runs)."""
-    stat = col.stat(key, value, metric)
     failed = len(col.failed_cells().get(key, []))
-    return Value(stat, fmt.scale, fmt.digits, failed) if stat else Missing(failed)
+    return value_or_missing(col.stat(key, value, metric), fmt.scale, fmt.digits, failed)
 
 
 def count_label(n: float) -> str:

@@ -13,7 +13,8 @@ listed too.
 A *cell* is one (experiment, task, model, method, variant) and holds one run per seed; the
 experiment is the run's ``name`` (``table1_glue``, ``mini/table1_glue``, ...). ``variant``
 separates runs of one method that differ in a swept setting the tables show: LoRA's rank ``r``
-(Table 5 trains LoRA at every rank of a grid).
+(Table 5 trains LoRA at every rank of a grid), and any other config key in which two runs of
+one cell and seed differ (:func:`split_by_config`).
 
 Scores are the ones the paper reports: on the task's test split when it has one (E2E, WebNLG,
 BioNLP), else on its first dev split (GLUE; MNLI: validation_matched), taken from the best
@@ -24,10 +25,11 @@ epoch") or the last (``select="final"``).
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,8 @@ class Run:
     path: Path
     #: the grid a ``lora_grid`` run searched (``method.ranks``), else empty
     config_ranks: tuple[int, ...] = ()
+    #: result.json's ``config_hash`` (two configs of one cell and seed are two runs)
+    config_hash: str = ""
 
     @property
     def key(self) -> CellKey:
@@ -92,14 +96,27 @@ class Failure:
 
 @dataclass(frozen=True)
 class Stat:
-    """One cell's values over seeds: median, spread (min-max, quartiles) and n."""
+    """One cell's values over seeds: median, spread (min-max, quartiles) and n.
+
+    ``values`` are the finite ones; a seed whose value is NaN or infinite (a collapsed run)
+    is kept apart in ``nonfinite``: shown next to the number (``n=2 of 3, 1 NaN``), never
+    folded into the median or the range (the median of [x, NaN, y] depends on the order).
+    """
 
     values: tuple[float, ...]
     seeds: tuple[int, ...]
+    #: (seed, value) of the runs whose value is NaN or +-inf
+    nonfinite: tuple[tuple[int, float], ...] = ()
 
     @property
     def n(self) -> int:
         return len(self.values)
+
+    def nonfinite_counts(self) -> list[str]:
+        """``["1 NaN", "1 inf"]``: the non-finite values by kind."""
+        nan = sum(1 for _, v in self.nonfinite if math.isnan(v))
+        inf = len(self.nonfinite) - nan
+        return [f"{k} {label}" for k, label in ((nan, "NaN"), (inf, "inf")) if k]
 
     @property
     def median(self) -> float:
@@ -123,11 +140,16 @@ class Stat:
 
 
 def aggregate(pairs: Iterable[tuple[int, float]]) -> Stat | None:
-    """``(seed, value)`` pairs -> :class:`Stat` (seed order), or None when there are none."""
-    pairs = sorted(pairs)
+    """``(seed, value)`` pairs -> :class:`Stat` (seed order), or None when there are none.
+
+    Non-finite values go to ``Stat.nonfinite``; a Stat may then hold no finite value (n = 0).
+    """
+    pairs = sorted(((s, float(v)) for s, v in pairs), key=lambda p: p[0])
     if not pairs:
         return None
-    return Stat(values=tuple(float(v) for _, v in pairs), seeds=tuple(s for s, _ in pairs))
+    finite = [(s, v) for s, v in pairs if math.isfinite(v)]
+    return Stat(values=tuple(v for _, v in finite), seeds=tuple(s for s, _ in finite),
+                nonfinite=tuple((s, v) for s, v in pairs if not math.isfinite(v)))
 
 
 @dataclass
@@ -215,6 +237,7 @@ def run_from_result(result: dict[str, Any], path: Path, select: str) -> Run:
         ranks=search.get("ranks"),
         path=path,
         config_ranks=tuple((result["config"].get("method") or {}).get("ranks") or ()),
+        config_hash=str(result.get("config_hash") or ""),
     )
 
 
@@ -237,7 +260,17 @@ def failure_from_record(record: dict[str, Any], path: Path) -> Failure:
 
 
 def load_folder(root: str | Path, select: str = "best") -> Collection:
-    """Every ``result.json`` and ``failed.json`` under ``root``."""
+    """Every ``result.json`` and ``failed.json`` under ``root``.
+
+    A file that cannot be read (permissions, encoding, not JSON, not a result) is listed in
+    ``unreadable`` and the others are still read. Two results of one cell and seed:
+
+    - the same config (``config_hash``, e.g. a copied folder): one run, the newest kept, the
+      other listed in ``duplicates``;
+    - different configs (``method.lr=1e-4`` and ``1e-2``): two runs; the cell is split by the
+      config keys its runs differ in (:func:`differing_keys`), which join the ``variant``
+      (``lr=...`` rows), so neither is dropped or folded into the other's median.
+    """
     if select not in SELECTIONS:
         raise UserError(f"select={select!r} is not valid; accepted: {', '.join(SELECTIONS)}")
     root = Path(root)
@@ -245,18 +278,20 @@ def load_folder(root: str | Path, select: str = "best") -> Collection:
         raise UserError(f"results folder {str(root)!r} does not exist; pass the folder the sweeps wrote "
                         f"(e.g. outputs/multirun)")
     out = Collection()
-    kept: dict[tuple[CellKey, int], tuple[str, Run]] = {}
+    read: list[tuple[Run, str, dict[str, Any]]] = []  # (run, created, config)
     for path in sorted(root.rglob(results_schema.RESULT_FILE)):
         try:
             result = json.loads(path.read_text(encoding="utf-8"))
             results_schema.validate_result(result)
             run = run_from_result(result, path, select)
-        except (ValueError, KeyError, TypeError, IndexError) as err:
+        except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
             out.unreadable.append((path, f"{type(err).__name__}: {err}"))
             continue
-        slot = (run.key, run.seed)
-        created = str(result.get("created", ""))
-        if slot in kept:  # the same cell and seed twice (e.g. copied folders): keep the newest
+        read.append((run, str(result.get("created", "")), result["config"]))
+    kept: dict[tuple[CellKey, int, str], tuple[str, Run]] = {}
+    for run, created, config in split_by_config(read):
+        slot = (run.key, run.seed, run.config_hash)
+        if slot in kept:  # the same config twice (e.g. copied folders): keep the newest
             old_created, old = kept[slot]
             out.duplicates.append((old if created >= old_created else run).path)
             if created < old_created:
@@ -271,8 +306,52 @@ def load_folder(root: str | Path, select: str = "best") -> Collection:
             if not isinstance(record, dict) or record.get("status") != "failed":
                 raise ValueError("not a failure record (status != 'failed')")
             out.failures.append(failure_from_record(record, path))
-        except (ValueError, TypeError, AttributeError) as err:
+        except (OSError, ValueError, TypeError, AttributeError) as err:
             out.unreadable.append((path, f"{type(err).__name__}: {err}"))
     out.runs.sort(key=lambda r: (r.key, r.seed))
     out.failures.sort(key=lambda f: (f.key, f.seed if f.seed is not None else -1))
+    return out
+
+
+def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"method": {"lr": 0.01}}`` -> ``{"method.lr": "0.01"}`` (lists as JSON)."""
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flat_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = json.dumps(value, sort_keys=True, default=str)
+    return flat
+
+
+#: keys that never split a cell: the seed (a cell's runs are its seeds) and the unhashed keys
+NOT_A_VARIANT = ("seed", *(".".join(path) for path in results_schema.UNHASHED_KEYS))
+
+
+def differing_keys(configs: list[dict[str, Any]]) -> list[str]:
+    """The config keys (dotted) whose values are not the same in every config, sorted."""
+    flats = [flat_config(c) for c in configs]
+    keys = sorted(set().union(*flats))
+    return [k for k in keys if not k.startswith(tuple(f"{n}." for n in NOT_A_VARIANT)) and k not in NOT_A_VARIANT
+            and len({f.get(k, "<absent>") for f in flats}) > 1]
+
+
+def split_by_config(read: list[tuple[Run, str, dict[str, Any]]]) -> list[tuple[Run, str, dict[str, Any]]]:
+    """Give the runs of a cell that holds two configs for one seed a variant naming the keys
+    they differ in (``lr=0.0001``); other cells are returned unchanged."""
+    cells: dict[CellKey, list[tuple[Run, str, dict[str, Any]]]] = defaultdict(list)
+    for entry in read:
+        cells[entry[0].key].append(entry)
+    out = []
+    for entries in cells.values():
+        hashes_per_seed: dict[int, set[str]] = defaultdict(set)
+        for run, _, _ in entries:
+            hashes_per_seed[run.seed].add(run.config_hash)
+        keys = differing_keys([c for _, _, c in entries]) if any(len(h) > 1 for h in hashes_per_seed.values()) else []
+        for run, created, config in entries:
+            if keys:
+                flat = flat_config(config)
+                label = ", ".join(f"{k.rsplit('.', 1)[-1]}={flat.get(k, '<absent>')}" for k in keys)
+                run = replace(run, variant=f"{run.variant}, {label}" if run.variant else label)
+            out.append((run, created, config))
     return out

@@ -1,9 +1,11 @@
 """Tables as data, written as Markdown and LaTeX.
 
 A :class:`Table` is a header and rows of entries. An entry is a label (``str``), a number
-aggregated over seeds (:class:`Value`, printed as ``median [min-max] n=N``), or a
-:class:`Missing` cell (printed ``-`` when nothing ran, ``failed`` when every run of the cell
-failed). Footnotes travel with the table.
+aggregated over seeds (:class:`Value`, printed as ``median [min-max] n=N``, or
+``n=2 of 4, 1 NaN, 1 failed`` when some runs of the cell gave no finite value), or a
+:class:`Missing` cell (printed ``-`` when nothing ran, ``failed (k)`` when every run of the
+cell failed, ``– (k NaN)`` when every completed run's value is NaN). Footnotes travel with
+the table.
 """
 
 from __future__ import annotations
@@ -33,35 +35,56 @@ class Value:
     def number(self, x: float) -> str:
         return f"{x * self.scale:.{self.digits}f}"
 
+    def count(self) -> str:
+        """``3``, or ``2 of 4, 1 NaN, 1 failed``: the seeds behind the number, and the others."""
+        others = self.stat.nonfinite_counts() + ([f"{self.failed} failed"] if self.failed else [])
+        if not others:
+            return str(self.stat.n)
+        return f"{self.stat.n} of {self.stat.n + len(self.stat.nonfinite) + self.failed}, " + ", ".join(others)
+
     def md(self) -> str:
         text = self.number(self.stat.median) + self.mark
         if self.spread:
-            text += f" [{self.number(self.stat.lo)}–{self.number(self.stat.hi)}] n={self.stat.n}"
-        if self.failed:
-            text += f" (+{self.failed} failed)"
+            text += f" [{self.number(self.stat.lo)}–{self.number(self.stat.hi)}] n={self.count()}"
         return text
 
     def tex(self) -> str:
         text = self.number(self.stat.median) + _tex_mark(self.mark)
         if self.spread:
+            count = self.count()
+            # n as a subscript; the runs left out (NaN, failed) as text after it
+            n, _, others = count.partition(", ")
             text += (rf"\,{{\scriptsize[{self.number(self.stat.lo)}--{self.number(self.stat.hi)}]"
-                     rf"$_{{n={self.stat.n}}}$}}")
-        if self.failed:
-            text += rf"\,{{\scriptsize(+{self.failed} failed)}}"
+                     rf"$_{{n={tex_escape(n)}}}$" + (f" ({tex_escape(others)})" if others else "") + "}")
         return text
 
 
 @dataclass(frozen=True)
 class Missing:
-    """A cell with no completed run: ``failed`` of its runs failed (0 = none was found)."""
+    """A cell with no finite value: ``failed`` of its runs failed, ``nonfinite`` (e.g.
+    ``["2 NaN"]``) completed with a NaN/inf value; neither = no run was found."""
 
     failed: int = 0
+    nonfinite: tuple[str, ...] = ()
 
     def md(self) -> str:
+        if self.nonfinite:
+            return f"{MISSING_MD} (" + ", ".join([*self.nonfinite, *([f"{self.failed} failed"] if self.failed else [])]) + ")"
         return f"failed ({self.failed})" if self.failed else MISSING_MD
 
     def tex(self) -> str:
-        return rf"\textit{{failed ({self.failed})}}" if self.failed else "--"
+        if self.nonfinite or self.failed:
+            return rf"\textit{{{tex_escape(self.md())}}}"
+        return "--"
+
+
+def value_or_missing(stat: Stat | None, scale: float = 1.0, digits: int = 1, failed: int = 0) -> "Value | Missing":
+    """A cell: the number when some run gave a finite value, else what happened to its runs."""
+    if stat is None:
+        return Missing(failed)
+    if not stat.n:
+        return Missing(failed, tuple(stat.nonfinite_counts()))
+    return Value(stat, scale, digits, failed)
 
 
 Entry = Union[str, Value, Missing]
