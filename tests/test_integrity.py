@@ -88,6 +88,29 @@ def test_another_configs_checkpoints_are_never_touched(tmp_path):
     assert (out / "checkpoints" / "search.pt").read_bytes() == b"another config's search"
 
 
+def test_a_hand_chosen_folder_of_another_config_is_refused_before_hydra_writes(tmp_path):
+    run(compose(TINY, tmp_path))
+    record = (tmp_path / "result.json").read_bytes()
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text("the other run's record\n")
+    proc = subprocess.run([sys.executable, "run.py", *TINY, "method.lr=1e-2", f"hydra.run.dir={tmp_path}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'result.json'} belongs to another config")
+    assert (tmp_path / ".hydra" / "config.yaml").read_text() == "the other run's record\n"
+    assert (tmp_path / "result.json").read_bytes() == record
+
+
+def test_a_folder_another_process_runs_in_is_refused(tmp_path):
+    from autolora_exp.run_folder import exclusive
+
+    with exclusive(tmp_path):  # as a second launch of the same sweep would find it
+        with pytest.raises(UserError, match=rf"another process \(pid {os.getpid()}\) is running in {tmp_path}"):
+            run(compose(TINY, tmp_path))
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "failed.json").exists()
+    assert run(compose(TINY, tmp_path))["status"] == "completed"  # released with its holder
+
+
 def sweep(args: list[str], sweep_dir: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "run.py", "-m", *TINY, *args, f"hydra.sweep.dir={sweep_dir}"],
                           cwd=REPO, capture_output=True, text=True, timeout=600)

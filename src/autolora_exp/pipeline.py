@@ -39,7 +39,7 @@ from autolora_exp.kinds import TaskKind, make_kind
 from autolora_exp.methods.base import SearchContext
 from autolora_exp.models import check_head_modules, count_parameters, load_backbone, load_tokenizer
 from autolora_exp.preemption import Preempted, StopSignal, stop_point
-from autolora_exp.run_folder import ATTEMPTS_FILE, CHECKPOINT_DIR, check_owner
+from autolora_exp.run_folder import ATTEMPTS_FILE, CHECKPOINT_DIR, check_owner, exclusive
 from autolora_exp.seeding import seed_everything
 from autolora_exp.tracking import Tracker
 from autolora_exp.train import fit
@@ -244,13 +244,19 @@ def run(cfg: DictConfig, stop: StopSignal | None = None) -> dict[str, Any]:
     Skips the run when its folder already holds a result.json of the same config (hash), and
     resumes from the phase checkpoints when an earlier attempt was stopped. A failure writes
     failed.json (error and phase) and re-raises; a stop (:class:`Preempted`) or an abort (a second
-    Ctrl-C) is no failure: the checkpoints are the record.
+    Ctrl-C) is no failure: the checkpoints are the record. Refuses a folder that holds another
+    config's files or that another process is running in.
     """
     output_dir = Path(cfg.output_dir)
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise WriteError(output_dir, err) from None
+    with exclusive(output_dir):
+        return _run_in(cfg, output_dir, stop)
+
+
+def _run_in(cfg: DictConfig, output_dir: Path, stop: StopSignal | None) -> dict[str, Any]:
     config = OmegaConf.to_container(cfg, resolve=True)
     digest = results.config_hash(config)
     finished = results.finished_result(output_dir, digest)

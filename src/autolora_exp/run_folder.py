@@ -22,12 +22,14 @@ one line instead of Hydra's logging traceback.
 from __future__ import annotations
 
 import copy
+import fcntl
 import json
 import os
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -106,6 +108,40 @@ def _owner(path: Path) -> str | None:
     return owner if isinstance(owner, str) and owner else None
 
 
+#: held (flock) by the process running in a folder; left in place (removing it would race)
+LOCK_FILE = ".lock"
+
+
+@contextmanager
+def exclusive(output_dir: str | Path) -> Iterator[None]:
+    """Hold the run folder's lock, or fail at once naming the process that holds it.
+
+    Two processes running one config in one folder (a sweep launched twice) would interleave
+    their checkpoints; the second is refused. An advisory ``flock``: released by the kernel
+    when its process dies (a killed or requeued job never leaves a stale lock). On file
+    systems without working locks (some NFS setups) it protects nothing.
+    """
+    path = Path(output_dir) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as err:
+        from autolora_exp.atomic import WriteError
+
+        raise WriteError(path, err) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise UserError(f"another process (pid {holder}) is running in {output_dir}; wait for it to end "
+                            "(its result is this config's) or stop it") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def check_writable(folder: str | Path) -> None:
     """Create ``folder`` and a file in it (then remove the file), or raise ``OSError``."""
     folder = Path(folder)
@@ -124,6 +160,12 @@ class OutputFolderCheck(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config.hydra.run.dir, "hydra.run.dir")
+        # before Hydra rewrites the folder's .hydra/ record: a hand-chosen folder of another config
+        try:
+            check_owner(config.hydra.run.dir, config_digest(config))
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
