@@ -5,7 +5,7 @@
     python scripts/bench_quality.py --quick --out /tmp/bench          # tiny-roberta smoke run
 
 Every (seed, task, method) runs through the real pipeline (``python run.py``) in its own folder
-under <out>/runs/quality/<settings>/<task>/<model>/<method>/seed<N>; a run whose folder holds a
+under <out>/runs/quality/<settings>/<task>/<model>/<method>/seed<N>-<config digest>; a run whose folder holds a
 result.json of the same config is reused, so the benchmark can be stopped and resumed across
 sittings (runs go seed by seed: after one sitting the first seed is complete everywhere).
 

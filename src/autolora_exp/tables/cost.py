@@ -4,7 +4,8 @@ Rows: AdaLoRA, LoRA with a grid search over its rank (the ``lora_grid`` method: 
 every rank of the grid on D_tr, the best on D_val retrained), AutoLoRA. The cost of a run is
 the wall time of its training phases, ``phases.search.wall_s + phases.train.wall_s`` in
 result.json (:data:`~autolora_exp.tables.load.COST_PHASES`): the grid or the meta-learning
-search, then the final training.
+search, then the final training, each summed over every attempt of the run (a preempted run
+counts the time of all its attempts: ``phases.<phase>.attempts``).
 
     normalised cost of a run = its cost / median over seeds of AdaLoRA's cost (same task, model)
 
@@ -61,7 +62,8 @@ def table5(col: Collection, experiment: str) -> Section:
         grid_note = ("Grid: r ∈ {" + "}, {".join(", ".join(map(str, g)) for g in grids) + "} (method.ranks).") if grids else ""
         section.tables.append(Table(
             f"{title}, normalised to AdaLoRA = 1 ({model})", header, norm_rows,
-            [f"Model: {model}. Cost = wall time of search + training (result.json phases), divided by the median "
+            [f"Model: {model}. Cost = wall time of search + training (result.json phases, summed over a resumed "
+             "run's attempts), divided by the median "
              "AdaLoRA cost of the task; median [min–max] over seeds, n = seeds. Without AdaLoRA runs a cell "
              "cannot be normalised (see the seconds below). " + grid_note]))
         section.tables.append(Table(f"{title}, seconds ({model})", header, raw_rows,
