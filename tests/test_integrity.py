@@ -133,6 +133,15 @@ def test_sweep_over_lr_keeps_both_and_a_failed_job_fails_the_sweep(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("result.json")} == mtimes
 
 
+@pytest.mark.slow  # submitit's local launcher: each job in its own process (~25 s)
+def test_a_failed_job_fails_the_sweep_under_submitit_too(tmp_path):
+    proc = sweep(["task.data_dir=null,/no/such/dir", "hydra/launcher=local"], tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    failed = next(tmp_path.rglob("failed.json")).parent
+    assert f"sweep: 1 job(s) failed" in proc.stderr and f"  {failed}: " in proc.stderr
+    assert len(list(tmp_path.rglob("result.json"))) == 1
+
+
 # ---- 3. tables: NaN seeds, unreadable files, two configs of one cell ----------------------------
 
 

@@ -43,7 +43,8 @@ def bars_png(path: Path, tasks: list[str], series: list[tuple[str, list[Entry]]]
                 ax.bar(x, s.median * 100 - floor, width, bottom=floor, color=f"C{i}")
                 ax.errorbar(x, s.median * 100, yerr=[[(s.median - s.lo) * 100], [(s.hi - s.median) * 100]],
                             color="black", capsize=2, linewidth=0.8)
-                ax.text(x, s.hi * 100, f"n={s.n}", ha="center", va="bottom", fontsize=6)
+                bad = ", ".join(s.nonfinite_counts())  # seeds left out of the bar (NaN scores)
+                ax.text(x, s.hi * 100, f"n={s.n}" + (f" (+{bad})" if bad else ""), ha="center", va="bottom", fontsize=6)
             else:
                 ax.text(x, floor, "failed" if isinstance(e, Missing) and e.failed else "missing",
                         rotation=90, ha="center", va="bottom", fontsize=7, color="gray")

@@ -237,7 +237,8 @@ def run_from_result(result: dict[str, Any], path: Path, select: str) -> Run:
         ranks=search.get("ranks"),
         path=path,
         config_ranks=tuple((result["config"].get("method") or {}).get("ranks") or ()),
-        config_hash=str(result.get("config_hash") or ""),
+        # results written before config_hash existed: the same hash, from their config
+        config_hash=str(result.get("config_hash") or results_schema.config_hash(result["config"])),
     )
 
 
