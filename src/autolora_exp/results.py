@@ -11,7 +11,9 @@ Schema (``schema_version`` 1)::
                    "test": {...} or null}
     params        {"trainable": int, "total": int}
     ranks         {module name: rank} or null
-    phases        {phase: {"wall_s", "peak_mem_mb", ...}}   (search, train, ...)
+    phases        {phase: {"wall_s", "cpu_s", "attempts", "peak_mem_mb" | "peak_rss_mb", ...}}
+                  (data, search, train, test): seconds summed over every attempt of a resumed
+                  run, ``attempts`` = how many attempts ran the phase (pipeline.PhaseTimer)
     data          {split: {"n": int, "ids_sha256": str}}
     env           package versions, device, git commit
     created       ISO time
