@@ -52,6 +52,26 @@ def _process_umask() -> int:
 FILE_MODE = 0o666 & ~_process_umask()
 
 
+class _RecordingFile:
+    """A binary file that remembers the ``OSError`` its ``write`` raised: writers in C
+    (``torch.save``'s zip writer) turn it into a ``RuntimeError`` that no longer says
+    "No space left on device"."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f = f
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any],
                  keep_previous: str | os.PathLike | None = None) -> Path:
     """Write ``path`` through ``write(binary file)``; see the module docstring.
@@ -65,10 +85,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any],
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
         raise WriteError(path, err) from err
+    recorder = None
     try:
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            recorder = _RecordingFile(f)
+            write(recorder)
             f.flush()
             os.fsync(f.fileno())
         if keep_previous is not None and path.exists():
@@ -76,8 +98,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any],
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise WriteError(path, err) from err
+        cause = err if isinstance(err, OSError) else (recorder.error if recorder is not None else None)
+        if cause is not None:
+            raise WriteError(path, cause) from err
         raise
     return path
 

@@ -17,8 +17,7 @@ Files are written by :func:`autolora_exp.atomic.atomic_write` and the previous c
 kept as ``<phase>.prev.pt``: a corrupt or half-written last checkpoint falls back to the previous
 one, with a warning. A save that fails (disk full) leaves both as they were and stops the run
 with one line (:class:`CheckpointWriteError`). A checkpoint carries the hash of the config that
-wrote it; resuming under a
-different config is refused.
+wrote it; resuming under a different config is refused.
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ from autolora_exp.train import fit
 
 log = logging.getLogger(__name__)
 
+
 def resolve_device(spec: str) -> torch.device:
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
