@@ -341,3 +341,23 @@ def test_missing_head_module_is_an_error_under_every_method(tmp_path, method):
     with pytest.raises(UserError, match=r"model.head_modules: 'no_head' is not in the model; "
                                         r"its top-level modules are: roberta, classifier"):
         run(compose([*TINY, f"method={method}", "model.head_modules=[no_head]"], tmp_path / "run"))
+
+
+# ---- benchmarks: their planned folders carry the digest too -----------------------------------
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_bench_reuses_a_finished_run_of_the_same_config_only(tmp_path, legacy):
+    from autolora_exp import bench
+    from autolora_exp.run_folder import with_digest
+
+    overrides = [*TINY, "method.r=2"]
+    planned = tmp_path / "seed0"
+    digest = bench.config_digest(overrides, planned, REPO / "conf")
+    folder = planned if legacy else with_digest(planned, digest)  # legacy: the layout before the digest
+    atomic.atomic_write_json(folder / "result.json", {"status": "completed", "config_hash": digest, "metrics": {}})
+    record = bench.run_one(bench.BenchRun({"seed": 0}, overrides, planned), REPO, echo=False)
+    assert record.reused and record.folder == folder
+    # another config never reuses it: it would run in its own folder (checked without running)
+    other = bench.config_digest([*TINY, "method.r=4"], planned, REPO / "conf")
+    assert other != digest and results.finished_result(with_digest(planned, other), other) is None

@@ -132,16 +132,21 @@ class RunRecord:
 
 
 def run_one(run: BenchRun, repo: Path, python: str = sys.executable, echo: bool = True) -> RunRecord:
-    """Reuse the run's finished result.json (same config hash) or run it in a fresh process."""
+    """Reuse the run's finished result.json (same config hash) or run it in a fresh process.
+
+    A result of the same config in the planned folder without the digest (the layout before
+    run folders carried it) is reused too, where it lies.
+    """
     conf_dir = repo / "conf"
     digest = config_digest(run.overrides, run.folder, conf_dir)
+    for folder in (with_digest(run.folder, digest), run.folder):
+        finished = results.finished_result(folder, digest)
+        if finished is not None:
+            if echo:
+                print(f"[bench] reuse {folder}", flush=True)
+            return RunRecord(run.key, folder, "completed", reused=True, result=finished,
+                             process=_read_json(folder / BENCH_FILE).get("process", {}))
     run = BenchRun(run.key, run.overrides, with_digest(run.folder, digest))
-    finished = results.finished_result(run.folder, digest)
-    if finished is not None:
-        if echo:
-            print(f"[bench] reuse {run.folder}", flush=True)
-        return RunRecord(run.key, run.folder, "completed", reused=True, result=finished,
-                         process=_read_json(run.folder / BENCH_FILE).get("process", {}))
 
     run.folder.mkdir(parents=True, exist_ok=True)
     cmd = [python, str(repo / "run.py"), *run.overrides, f"hydra.run.dir={run.folder}"]
