@@ -178,3 +178,8 @@ class OutputFolderCheck(Callback):
             print(f"error: the output folder {folder} cannot be written ({err.strerror or err}); "
                   f"choose a writable one with {key}=<folder>", file=sys.stderr, flush=True)
             sys.exit(2)
+
+
+# Also on import: a submitit job process resolves its folder from the pickled config, and
+# unpickling the Hydra callback above imports this module first (schema.register covers run.py).
+register_resolver()
