@@ -181,6 +181,24 @@ def test_two_configs_of_one_cell_and_seed_are_two_rows(tmp_path):
     assert "Duplicates" not in (tmp_path / "out" / "README.md").read_text()
 
 
+def test_a_failed_run_of_another_config_is_not_counted_with_this_one(tmp_path):
+    from test_tables import make_result, md_of, row, write_run
+
+    from autolora_exp.tables import make_tables
+
+    result = make_result("table1_glue", "glue/rte", "adalora", 0, 0.70)
+    result["config"]["method"]["lr"], result["config_hash"] = 1e-4, "a"
+    write_run(tmp_path / "runs", result)
+    failed = {"schema_version": 1, "status": "failed", "phase": "train", "error": "NonFiniteLossError: nan",
+              "config_hash": "b", "config": {**result["config"], "method": {"name": "adalora", "lr": 1e-2}}}
+    atomic.atomic_write_json(tmp_path / "runs" / "other" / "failed.json", failed)
+    make_tables(tmp_path / "runs", tmp_path / "out")
+    md = md_of(tmp_path / "out", "table1_glue")
+    rte = row(md, "Method").index("RTE")
+    assert row(md, "AdaLoRA (lr=0.0001)")[rte] == "70.0 [70.0–70.0] n=1"
+    assert row(md, "AdaLoRA (lr=0.01)")[rte] == "failed (1)"
+
+
 def test_an_unreadable_result_is_listed_and_the_build_goes_on(tmp_path, monkeypatch, capsys):
     from test_tables import make_result, write_run
 

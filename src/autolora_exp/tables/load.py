@@ -14,7 +14,7 @@ A *cell* is one (experiment, task, model, method, variant) and holds one run per
 experiment is the run's ``name`` (``table1_glue``, ``mini/table1_glue``, ...). ``variant``
 separates runs of one method that differ in a swept setting the tables show: LoRA's rank ``r``
 (Table 5 trains LoRA at every rank of a grid), and any other config key in which two runs of
-one cell and seed differ (:func:`split_by_config`).
+one cell and seed differ (:func:`variant_labels`).
 
 Scores are the ones the paper reports: on the task's test split when it has one (E2E, WebNLG,
 BioNLP), else on its first dev split (GLUE; MNLI: validation_matched), taken from the best
@@ -269,8 +269,9 @@ def load_folder(root: str | Path, select: str = "best") -> Collection:
     - the same config (``config_hash``, e.g. a copied folder): one run, the newest kept, the
       other listed in ``duplicates``;
     - different configs (``method.lr=1e-4`` and ``1e-2``): two runs; the cell is split by the
-      config keys its runs differ in (:func:`differing_keys`), which join the ``variant``
-      (``lr=...`` rows), so neither is dropped or folded into the other's median.
+      config keys its runs differ in (:func:`variant_labels`), which join the ``variant``
+      (``lr=...`` rows), so neither is dropped or folded into the other's median; failed runs
+      of such a cell are split the same way.
     """
     if select not in SELECTIONS:
         raise UserError(f"select={select!r} is not valid; accepted: {', '.join(SELECTIONS)}")
@@ -289,8 +290,24 @@ def load_folder(root: str | Path, select: str = "best") -> Collection:
             out.unreadable.append((path, f"{type(err).__name__}: {err}"))
             continue
         read.append((run, str(result.get("created", "")), result["config"]))
+    failed: list[tuple[Failure, str, dict[str, Any]]] = []  # (failure, config hash, config)
+    for path in sorted(root.rglob(results_schema.FAILED_FILE)):
+        if (path.parent / results_schema.RESULT_FILE).is_file():
+            continue  # failed once, completed on a re-launch
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(record, dict) or record.get("status") != "failed":
+                raise ValueError("not a failure record (status != 'failed')")
+            config = record.get("config") or {}
+            failed.append((failure_from_record(record, path),
+                           str(record.get("config_hash") or results_schema.config_hash(config)), config))
+        except (OSError, ValueError, TypeError, AttributeError) as err:
+            out.unreadable.append((path, f"{type(err).__name__}: {err}"))
+    labels = variant_labels([(r.key, r.seed, r.config_hash, c) for r, _, c in read] +
+                            [(f.key, f.seed, h, c) for f, h, c in failed])
     kept: dict[tuple[CellKey, int, str], tuple[str, Run]] = {}
-    for run, created, config in split_by_config(read):
+    for run, created, _ in read:
+        run = _with_label(run, labels.get((run.key, run.config_hash), ""))
         slot = (run.key, run.seed, run.config_hash)
         if slot in kept:  # the same config twice (e.g. copied folders): keep the newest
             old_created, old = kept[slot]
@@ -299,16 +316,7 @@ def load_folder(root: str | Path, select: str = "best") -> Collection:
                 continue
         kept[slot] = (created, run)
     out.runs = [run for _, run in kept.values()]
-    for path in sorted(root.rglob(results_schema.FAILED_FILE)):
-        if (path.parent / results_schema.RESULT_FILE).is_file():
-            continue  # failed once, completed on a re-launch
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(record, dict) or record.get("status") != "failed":
-                raise ValueError("not a failure record (status != 'failed')")
-            out.failures.append(failure_from_record(record, path))
-        except (OSError, ValueError, TypeError, AttributeError) as err:
-            out.unreadable.append((path, f"{type(err).__name__}: {err}"))
+    out.failures = [_with_label(f, labels.get((f.key, h), "")) for f, h, _ in failed]
     out.runs.sort(key=lambda r: (r.key, r.seed))
     out.failures.sort(key=lambda f: (f.key, f.seed if f.seed is not None else -1))
     return out
@@ -337,22 +345,29 @@ def differing_keys(configs: list[dict[str, Any]]) -> list[str]:
             and len({f.get(k, "<absent>") for f in flats}) > 1]
 
 
-def split_by_config(read: list[tuple[Run, str, dict[str, Any]]]) -> list[tuple[Run, str, dict[str, Any]]]:
-    """Give the runs of a cell that holds two configs for one seed a variant naming the keys
-    they differ in (``lr=0.0001``); other cells are returned unchanged."""
-    cells: dict[CellKey, list[tuple[Run, str, dict[str, Any]]]] = defaultdict(list)
-    for entry in read:
-        cells[entry[0].key].append(entry)
-    out = []
-    for entries in cells.values():
-        hashes_per_seed: dict[int, set[str]] = defaultdict(set)
-        for run, _, _ in entries:
-            hashes_per_seed[run.seed].add(run.config_hash)
-        keys = differing_keys([c for _, _, c in entries]) if any(len(h) > 1 for h in hashes_per_seed.values()) else []
-        for run, created, config in entries:
-            if keys:
-                flat = flat_config(config)
-                label = ", ".join(f"{k.rsplit('.', 1)[-1]}={flat.get(k, '<absent>')}" for k in keys)
-                run = replace(run, variant=f"{run.variant}, {label}" if run.variant else label)
-            out.append((run, created, config))
-    return out
+def variant_labels(items: list[tuple[CellKey, int | None, str, dict[str, Any]]]) -> dict[tuple[CellKey, str], str]:
+    """``(cell, seed, config hash, config)`` of every run and failure -> a label per (cell,
+    config hash) for the cells that hold two configs for one seed: the keys they differ in
+    (``lr=0.0001``). Cells with one config per seed get none (their runs are its seeds)."""
+    cells: dict[CellKey, list[tuple[int | None, str, dict[str, Any]]]] = defaultdict(list)
+    for key, seed, digest, config in items:
+        cells[key].append((seed, digest, config))
+    labels: dict[tuple[CellKey, str], str] = {}
+    for key, entries in cells.items():
+        per_seed: dict[int | None, set[str]] = defaultdict(set)
+        for seed, digest, _ in entries:
+            per_seed[seed].add(digest)
+        if all(len(digests) == 1 for digests in per_seed.values()):
+            continue
+        keys = differing_keys([config for _, _, config in entries])
+        for _, digest, config in entries:
+            flat = flat_config(config)
+            labels[(key, digest)] = ", ".join(f"{k.rsplit('.', 1)[-1]}={flat.get(k, '<absent>')}" for k in keys)
+    return labels
+
+
+def _with_label(item: Any, label: str) -> Any:
+    """A Run or Failure whose variant also names its config's ``label`` (if any)."""
+    if not label:
+        return item
+    return replace(item, variant=f"{item.variant}, {label}" if item.variant else label)
