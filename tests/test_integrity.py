@@ -88,6 +88,14 @@ def test_another_configs_checkpoints_are_never_touched(tmp_path):
     assert (out / "checkpoints" / "search.pt").read_bytes() == b"another config's search"
 
 
+def test_another_configs_failure_record_is_replaced(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(UserError):
+        run(compose([*TINY, "task=glue/rte", "task.data_dir=/no/such/dir"], out))  # failed.json + attempts.json
+    result = run(compose(TINY, out))  # a failure record is no result: this config may use the folder
+    assert result["phases"]["data"]["attempts"] == 1 and not (out / "failed.json").exists()
+
+
 def test_a_hand_chosen_folder_of_another_config_is_refused_before_hydra_writes(tmp_path):
     run(compose(TINY, tmp_path))
     record = (tmp_path / "result.json").read_bytes()

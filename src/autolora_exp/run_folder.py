@@ -86,11 +86,15 @@ def check_owner(output_dir: str | Path, digest: str) -> None:
     The checkpoints' owner is read from ``checkpoints/attempts.json`` (written with the config
     hash at the end of every phase, before any checkpoint; each checkpoint also carries the hash
     and :class:`~autolora_exp.checkpoint.Checkpointer` refuses another's). A ``failed.json`` of
-    another config is only a record of a failure: it is replaced. A file that cannot be read
-    is not taken as another config's.
+    another config is only a record of a failure: it is replaced, and so is its
+    ``attempts.json`` when no checkpoint lies beside it. A file that cannot be read is not taken
+    as another config's.
     """
     output_dir = Path(output_dir)
-    for path in (output_dir / results.RESULT_FILE, output_dir / CHECKPOINT_DIR / ATTEMPTS_FILE):
+    owned = [output_dir / results.RESULT_FILE]
+    if any((output_dir / CHECKPOINT_DIR).glob("*.pt")):
+        owned.append(output_dir / CHECKPOINT_DIR / ATTEMPTS_FILE)
+    for path in owned:
         owner = _owner(path)
         if owner is None or owner == digest:
             continue
