@@ -34,10 +34,12 @@ from autolora_exp import results
 from autolora_exp.atomic import WriteError, atomic_write_json
 from autolora_exp.checkpoint import Checkpointer, checkpoint_schedule
 from autolora_exp.data.split import ids_hash, split_held_out
+from autolora_exp.device import describe_device, device_line, resolve_device, sweep_job_index
 from autolora_exp.errors import UserError
 from autolora_exp.kinds import TaskKind, make_kind
 from autolora_exp.methods.base import SearchContext
 from autolora_exp.models import check_head_modules, count_parameters, load_backbone, load_tokenizer
+from autolora_exp.precision import Precision, allow_tf32, check_precision, check_search_precision
 from autolora_exp.preemption import Preempted, StopSignal, stop_point
 from autolora_exp.run_folder import ATTEMPTS_FILE, CHECKPOINT_DIR, check_owner, exclusive
 from autolora_exp.seeding import seed_everything
@@ -45,16 +47,6 @@ from autolora_exp.tracking import Tracker
 from autolora_exp.train import fit
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec not in ("cpu", "cuda") and not spec.startswith("cuda:"):
-        raise UserError(f"device '{spec}' is not one of auto, cpu, cuda, cuda:<n>")
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device '{spec}' requested but no CUDA device is available; use device=cpu or auto")
-    return torch.device(spec)
 
 
 class PhaseTimer:
@@ -183,13 +175,14 @@ def split_for_search(train: Any, seed: int, val_fraction: float = 0.5) -> tuple[
 
 
 def search_phase(cfg: DictConfig, method: Any, data: Any, encoded: Any, kind: TaskKind, loader_for: Any,
-                 tracker: Tracker, output_dir: Path, checkpointer: Checkpointer, stop: StopSignal) -> dict[str, Any]:
+                 tracker: Tracker, output_dir: Path, checkpointer: Checkpointer, stop: StopSignal,
+                 precision: Precision) -> dict[str, Any]:
     """Split, search, threshold; writes ``search.json``, ``rank_pattern.json`` and the rank heatmap."""
     from autolora_exp.methods.autolora import save_rank_pattern_json
     from autolora_exp.plots import rank_heatmap
 
     d_tr, d_val = split_for_search(encoded["train"], cfg.seed, method.search_val_fraction)
-    device = resolve_device(cfg.device)
+    device = precision.device
     search_batch = method.search_batch_size or cfg.train.batch_size
     @functools.cache
     def val_eval_data() -> tuple[Any, Any]:
@@ -199,14 +192,18 @@ def search_phase(cfg: DictConfig, method: Any, data: Any, encoded: Any, kind: Ta
         raw_val = data["train"].filter(lambda row: row["idx"] in val_ids, keep_in_memory=True)
         return raw_val, loader_for(kind.encode("d_val", raw_val), False)
 
+    def evaluate_val(model: torch.nn.Module) -> dict[str, float]:
+        with precision.autocast():
+            return kind.evaluate(model, "d_val", *val_eval_data(), device, None)
+
     ctx = SearchContext(
         new_model=lambda: backbone(cfg.model, kind).to(device),
         target_modules=list(cfg.model.target_modules), head_modules=list(cfg.model.head_modules),
         d_tr_loader=loader_for(d_tr, True, search_batch), d_val_loader=loader_for(d_val, True, search_batch),
-        evaluate_val=lambda model: kind.evaluate(model, "d_val", *val_eval_data(), device, None),
+        evaluate_val=evaluate_val,
         train_cfg=cfg.train, primary_metric=cfg.task.primary_metric, greater_is_better=kind.greater_is_better,
         device=device, on_log=tracker.log_search, progress=cfg.train.progress, checkpointer=checkpointer, stop=stop,
-        seed=cfg.seed)
+        seed=cfg.seed, precision=precision)
     outcome = method.search_ranks(ctx)
     save_rank_pattern_json(outcome.ranks, output_dir / "rank_pattern.json")
     rank_heatmap(outcome.ranks, output_dir / "rank_heatmap.png",
@@ -265,10 +262,15 @@ def _run_in(cfg: DictConfig, output_dir: Path, stop: StopSignal | None) -> dict[
         print(f"already finished (same config): {output_dir / results.RESULT_FILE}", flush=True)
         return finished
     check_owner(output_dir, digest)  # another config's result.json or checkpoints: refuse, touch nothing
-    timer = PhaseTimer(resolve_device(cfg.device), output_dir / CHECKPOINT_DIR / ATTEMPTS_FILE, digest)
+    try:
+        precision, device_info = setup_device(cfg)
+    except UserError as err:
+        results.write_failure(output_dir, "setup", err, config, digest)
+        raise
+    timer = PhaseTimer(precision.device, output_dir / CHECKPOINT_DIR / ATTEMPTS_FILE, digest)
     tracker = Tracker.for_run(cfg, config, digest)
     try:
-        result = _run(cfg, config, digest, output_dir, timer, tracker, stop or StopSignal())
+        result = _run(cfg, config, digest, output_dir, timer, tracker, stop or StopSignal(), precision, device_info)
     except Preempted as err:
         tracker.stopped(err.signum)
         raise
@@ -286,10 +288,22 @@ def _run_in(cfg: DictConfig, output_dir: Path, stop: StopSignal | None) -> dict[
     return result
 
 
+def setup_device(cfg: DictConfig) -> tuple[Precision, dict[str, Any]]:
+    """The run's device (chosen once, here) and precision, checked, printed and described."""
+    check_precision(cfg.train.precision)
+    if "search" in cfg.method:  # AutoLoRA's bilevel search
+        check_search_precision(cfg.train.precision)
+    device = resolve_device(cfg.device, sweep_job_index())
+    tf32 = allow_tf32(device, cfg.train.tf32)
+    info = describe_device(device, cfg.train.precision, cfg.model.attn_implementation, tf32)
+    print(device_line(info), flush=True)
+    return Precision(cfg.train.precision, device), info
+
+
 def _run(cfg: DictConfig, config: dict[str, Any], digest: str, output_dir: Path, timer: "PhaseTimer",
-         tracker: Tracker, stop: StopSignal) -> dict[str, Any]:
+         tracker: Tracker, stop: StopSignal, precision: Precision, device_info: dict[str, Any]) -> dict[str, Any]:
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = precision.device
     schedule = checkpoint_schedule(cfg.train)
     task_cfg, model_cfg = cfg.task, cfg.model
     method = instantiate(cfg.method)
@@ -304,12 +318,16 @@ def _run(cfg: DictConfig, config: dict[str, Any], digest: str, output_dir: Path,
         kind = make_kind(task_cfg, tokenizer, instantiate(task_cfg.metric))
         encoded = {split: kind.encode(split, ds) for split, ds in data.items()}
 
+    pin_memory = device.type == "cuda" if cfg.train.pin_memory is None else cfg.train.pin_memory
+
     def loader_for(dataset: Any, shuffle: bool, batch_size: int | None = None) -> Any:
         bs = batch_size or (cfg.train.batch_size if shuffle else cfg.train.eval_batch_size)
-        return kind.loader(dataset, bs, shuffle, cfg.seed, cfg.train.num_workers)
+        return kind.loader(dataset, bs, shuffle, cfg.seed, cfg.train.num_workers, pin_memory=pin_memory,
+                           group_by_length=cfg.train.group_by_length)
 
     def evaluate_split(model: torch.nn.Module, split: str) -> dict[str, float]:
-        return kind.evaluate(model, split, data[split], loader_for(encoded[split], False), device, output_dir)
+        with precision.autocast():  # evaluation and decoding under the run's precision
+            return kind.evaluate(model, split, data[split], loader_for(encoded[split], False), device, output_dir)
 
     def evaluate(model: torch.nn.Module) -> dict[str, dict[str, float]]:
         return {split: evaluate_split(model, split) for split in task_cfg.eval_splits}
@@ -320,7 +338,7 @@ def _run(cfg: DictConfig, config: dict[str, Any], digest: str, output_dir: Path,
         with timer("search") as record:
             seed_everything(cfg.seed + PHASE_SEEDS["search"])
             search = search_phase(cfg, method, data, encoded, kind, loader_for, tracker, output_dir,
-                                  checkpointer("search"), stop)
+                                  checkpointer("search"), stop, precision)
             record.update(steps=search["steps"], passes_per_iteration=search["passes_per_iteration"])
         method = method.retrain_method(search["ranks"])
 
@@ -332,7 +350,7 @@ def _run(cfg: DictConfig, config: dict[str, Any], digest: str, output_dir: Path,
         trained = fit(model, method, loader_for(encoded["train"], True), evaluate, cfg.train, method.lr,
                       task_cfg.primary_metric, device, greater_is_better=kind.greater_is_better,
                       on_epoch=tracker.log_epoch, on_step=tracker.log_train_step,
-                      checkpointer=checkpointer("train"), stop=stop)
+                      checkpointer=checkpointer("train"), stop=stop, precision=precision)
         record.update(steps=trained.steps, resumed_from_step=trained.resumed_from)
 
     test = None
@@ -372,7 +390,8 @@ def _run(cfg: DictConfig, config: dict[str, Any], digest: str, output_dir: Path,
         "search": search,
         "phases": timer.phases,
         "data": split_record(data),
-        "env": results.environment(str(device)),
+        "env": results.environment(str(device)) | {"device_info": {
+            **device_info, "attn_implementation": getattr(model.config, "_attn_implementation", None)}},
         "created": results.now(),
     }
     tracker.record_result(result, output_dir)

@@ -99,7 +99,19 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     #: stop after this many optimiser steps (``None`` = the epochs); the debug preset uses it
     max_steps: Optional[int] = None
+    #: fp32 | bf16 | fp16: autocast of every forward (training, search, evaluation, decoding);
+    #: fp16 adds a dynamic loss scale (training loop only; see autolora_exp.precision)
+    precision: str = "fp32"
+    #: fp32 matmuls on TF32 units where the GPU has them (compute capability >= 8.0)
+    tf32: bool = True
+    #: DataLoader worker processes (0 = collate in the training process)
     num_workers: int = 0
+    #: pinned host memory for the batches; ``None`` = on when the device is a GPU
+    pin_memory: Optional[bool] = None
+    #: batches of similar lengths (HF Trainer's group_by_length), seeded and resumable
+    group_by_length: bool = False
+    #: read the loss back (progress bar, NaN check) every N steps
+    log_every: int = 50
     progress: bool = True
     #: save a checkpoint every N steps (search and retrain); 0 = off (see checkpoint_every_s)
     checkpoint_every: int = 0

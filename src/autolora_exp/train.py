@@ -10,6 +10,8 @@ checkpointer resumes exactly where the last checkpoint left off (same weights, o
 schedule, RNG and data order). A stop during an epoch's evaluation saves the state of the
 epoch's last step (RNG as it was before the evaluation) and the evaluation is redone on resume.
 A NaN/inf loss stops the run with the step named; the last good checkpoint stays on disk.
+Losses and their finiteness stay on the device between read-backs (:class:`EpochLoss`): the
+step loop makes no host synchronisation of its own between them.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from tqdm.auto import tqdm
 
 from autolora_exp.checkpoint import Checkpointer, load_trainable_state, rng_state, set_rng_state, trainable_state
 from autolora_exp.methods.base import Method
+from autolora_exp.precision import Precision
 from autolora_exp.preemption import Preempted, StopSignal
 
 
@@ -73,10 +76,54 @@ def epoch_batches(loader: Any, epoch: int, skip: int = 0) -> Iterator[Any]:
     return itertools.islice(iter(loader), skip, None)
 
 
-def check_finite(loss: torch.Tensor, phase: str, step: int) -> None:
-    if not torch.isfinite(loss):
-        raise NonFiniteLossError(f"{phase}: loss is {loss.item()} at step {step}; the last good checkpoint "
-                                 "is kept (lower the learning rate or check the data)")
+class EpochLoss:
+    """The training losses since the last read-back, kept on the device (no host sync per step).
+
+    Every step adds its loss to an on-device sum and, when the loss is not finite, records the
+    first such step and its value (``torch.where``: no branch on the host). :meth:`read` copies
+    them to the host once per window (every ``train.log_every`` steps, before a checkpoint and
+    at the end of an epoch) and raises :class:`NonFiniteLossError` naming the first non-finite
+    step and the window it fell in, before anything of the window is saved.
+    """
+
+    def __init__(self, device: torch.device, loss_sum: float = 0.0, n: int = 0, window_start: int = 1) -> None:
+        self.device = device
+        #: the loss sum of the epoch so far (float64 on the device), and its step count
+        self.total = torch.tensor(loss_sum, dtype=torch.float64, device=device)
+        self.n = n
+        self.first_bad_step = torch.zeros((), dtype=torch.long, device=device)
+        self.first_bad_value = torch.zeros((), dtype=torch.float32, device=device)
+        #: the first step of the current window
+        self.window_start = window_start
+
+    def add(self, loss: torch.Tensor, step: int) -> None:
+        loss = loss.detach().float()
+        bad = ~torch.isfinite(loss) & (self.first_bad_step == 0)
+        self.first_bad_step = torch.where(bad, torch.full_like(self.first_bad_step, step), self.first_bad_step)
+        self.first_bad_value = torch.where(bad, loss, self.first_bad_value)
+        self.total += loss
+        self.n += 1
+
+    def reset(self, step: int) -> None:
+        """A new epoch: the sum starts again (the window goes on)."""
+        self.total.zero_()
+        self.n = 0
+        self.window_start = step + 1
+
+    def read(self, phase: str, step: int) -> float:
+        """The epoch's loss sum so far (one host sync); raises if a loss of the window was not finite."""
+        bad_step, total = int(self.first_bad_step), float(self.total)
+        if bad_step:
+            raise NonFiniteLossError(
+                f"{phase}: loss is {float(self.first_bad_value)} at step {bad_step} (found at the check after "
+                f"steps {self.window_start}..{step}); the last good checkpoint is kept (lower the learning rate "
+                "or check the data)")
+        self.window_start = step + 1
+        return total
+
+    def mean(self, phase: str, step: int) -> float:
+        """The epoch's mean loss so far (a :meth:`read`)."""
+        return self.read(phase, step) / max(self.n, 1)
 
 
 def fit(
@@ -94,19 +141,26 @@ def fit(
     on_step: Callable[[int, torch.Tensor, float], None] | None = None,
     checkpointer: Checkpointer | None = None,
     stop: StopSignal | None = None,
+    precision: Precision | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``train_cfg.epochs`` epochs (or ``max_steps``), evaluating each epoch.
 
     The best epoch is the one with the best ``primary_metric`` on the first evaluated split.
     ``on_step(step, loss, lr)`` is called after every optimiser step with the step's loss (a
     detached tensor, not synced) and the learning rate that step used.
+    Forwards run under ``precision``'s autocast (fp16 with its loss scale); ``evaluate`` is the
+    caller's, which applies the precision itself. The loss is read back to the host every
+    ``train_cfg.log_every`` steps (progress bar), before each checkpoint and at each epoch end.
     """
     from transformers import get_linear_schedule_with_warmup
 
+    precision = precision or Precision("fp32", device)
+    log_every = max(int(getattr(train_cfg, "log_every", 50) or 1), 1)
     n_batches = max(len(train_loader), 1)
     total = planned_steps(len(train_loader), train_cfg.epochs, train_cfg.max_steps)
     optimizer = torch.optim.AdamW(param_groups(model, train_cfg.weight_decay), lr=lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(train_cfg.warmup_ratio * total), total)
+    scaler = precision.scaler()
     method.on_train_begin(model, total)
     trainable = [p for p in model.parameters() if p.requires_grad]
 
@@ -117,19 +171,24 @@ def fit(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         method.load_state_dict(model, state["method"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         result = TrainResult(**state["result"])
         step, loss_sum, n = state["step"], state["loss_sum"], state["n"]
         result.resumed_from = step
         set_rng_state(state["rng"])
         if state.get("done"):
             return result
+    losses = EpochLoss(device, loss_sum, n, window_start=step + 1)
 
     def save(done: bool = False, rng: dict[str, Any] | None = None) -> None:
         if checkpointer is not None:
+            loss_sum = losses.read(phase, step)  # never save the weights of a window with a NaN loss
             checkpointer.save({"model": trainable_state(model), "optimizer": optimizer.state_dict(),
                                "scheduler": scheduler.state_dict(), "method": method.state_dict(model),
-                               "result": asdict(result), "step": step, "loss_sum": loss_sum, "n": n,
-                               "rng": rng or rng_state(), "done": done})
+                               "scaler": scaler.state_dict() if scaler is not None else None,
+                               "result": asdict(result), "step": step, "loss_sum": loss_sum,
+                               "n": losses.n, "rng": rng or rng_state(), "done": done})
 
     start = time.perf_counter() - result.wall_s
     bar = tqdm(total=total, initial=step, desc=phase, disable=not train_cfg.progress, dynamic_ncols=True)
@@ -139,39 +198,48 @@ def fit(
         model.train()
         done_in_epoch = step - (epoch - 1) * n_batches
         if done_in_epoch == 0:
-            loss_sum, n = 0.0, 0
+            losses.reset(step)
         for batch in epoch_batches(train_loader, epoch, skip=done_in_epoch):
             if step >= total:
                 break
-            outputs = model(**move_to(batch, device))
-            loss = method.training_loss(model, outputs)
-            check_finite(loss, phase, step + 1)
-            loss.backward()
+            with precision.autocast():
+                outputs = model(**move_to(batch, device))
+                loss = method.training_loss(model, outputs)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
             if train_cfg.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(trainable, train_cfg.max_grad_norm)
             step_lr = optimizer.param_groups[0]["lr"]  # this step's rate (the scheduler moves it next)
-            optimizer.step()
+            if scaler is not None:
+                scaler.step(optimizer)  # skipped when the scaled gradients overflowed
+                scaler.update()
+            else:
+                optimizer.step()
             scheduler.step()
             step += 1
             method.on_after_backward(model, step)
             optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.item()
-            n += 1
+            losses.add(loss, step)
             bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{loss_sum / n:.4f}")
+            if step % log_every == 0:
+                bar.set_postfix(epoch=epoch, loss=f"{losses.mean(phase, step):.4f}")
             if on_step is not None:
                 on_step(step, loss.detach(), step_lr)
             if checkpointer is not None and checkpointer.due(step):
                 save()
             if stop is not None:
                 stop.check(phase, step, save)
+        train_loss = losses.mean(phase, step)
         rng_at_step = rng_state()
         try:
             scores = evaluate(model)
         except Preempted as stopped:  # mid-evaluation: keep the step boundary, evaluate again on resume
             save(rng=rng_at_step)
             raise stopped.within(phase, step) from None
-        record = {"epoch": epoch, "step": step, "train_loss": loss_sum / max(n, 1), "eval": scores}
+        record = {"epoch": epoch, "step": step, "train_loss": train_loss, "eval": scores}
         result.epochs.append(record)
         value = next(iter(scores.values()))[primary_metric]
         better = result.best_value is None or (value > result.best_value if greater_is_better

@@ -40,13 +40,29 @@ class TaskKind:
         """Rows -> a padded batch (``idx`` dropped)."""
         raise NotImplementedError
 
-    def loader(self, dataset: Any, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0) -> DataLoader:
+    def loader(self, dataset: Any, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0,
+               pin_memory: bool = False, group_by_length: bool = False) -> DataLoader:
         """Batches of ``dataset``. Never drops the last partial batch: evaluation covers whole splits.
-        Workers (``num_workers`` > 0) ignore the stop signals: the main process owns the stop."""
+
+        ``group_by_length`` (shuffled loaders only): batches of similar ``input_ids`` lengths in
+        a seeded random order (:class:`~autolora_exp.data.length_grouping.LengthGroupedBatchSampler`).
+        ``num_workers`` > 0 collates in worker processes (persistent across epochs); workers
+        ignore the stop signals: the main process owns the stop. ``pin_memory`` pins the batches
+        for asynchronous host-to-GPU copies.
+        """
         generator = torch.Generator().manual_seed(seed)
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                            collate_fn=self.collate, drop_last=False, num_workers=num_workers,
-                            worker_init_fn=ignore_stop_signals)
+        workers = {"num_workers": num_workers, "pin_memory": pin_memory, "persistent_workers": num_workers > 0,
+                   "worker_init_fn": ignore_stop_signals}
+        if shuffle and group_by_length:
+            from autolora_exp.data.length_grouping import LengthGroupedBatchSampler
+
+            lengths = [len(ids) for ids in dataset["input_ids"]]
+            sampler = LengthGroupedBatchSampler(lengths, batch_size, generator)
+            loader = DataLoader(dataset, batch_sampler=sampler, generator=generator, collate_fn=self.collate,
+                                **workers)
+        else:
+            loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                                collate_fn=self.collate, drop_last=False, **workers)
         loader.base_seed = seed  # train.epoch_batches reseeds the shuffle per epoch from it
         return loader
 

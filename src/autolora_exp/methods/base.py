@@ -81,3 +81,5 @@ class SearchContext:
     stop: Any = None
     #: the run's seed: a search that trains several models derives each one's seed from it
     seed: int = 0
+    #: the run's precision (autocast for the search's forwards); None = fp32
+    precision: Any = None

@@ -89,7 +89,7 @@ class LoRAGrid(Method):
             trained = fit(model, lora, ctx.d_tr_loader, lambda m: {"d_val": ctx.evaluate_val(m)}, ctx.train_cfg,
                           self.lr, ctx.primary_metric, ctx.device, greater_is_better=ctx.greater_is_better,
                           phase=f"grid r={r}", checkpointer=rank_checkpointer, stop=ctx.stop,
-                          on_epoch=self._history_entry(ctx, r, per_rank))
+                          on_epoch=self._history_entry(ctx, r, per_rank), precision=ctx.precision)
             per_rank[r] = {"value": trained.best_value, "best_epoch": trained.best_epoch, "steps": trained.steps,
                            "wall_s": round(time.perf_counter() - t0, 3),
                            "trainable": count_parameters(model)["trainable"]}

@@ -39,6 +39,15 @@ central difference is taken around W', there is no eta factor,
 and the weights and optimiser state are rolled back afterwards so the inner step can be redone
 with the new beta (4 passes here, 5 per iteration with the redone step).
 
+Precision (``train.precision``): the loss function the search hands in runs its forwards under
+autocast (bf16); the passes whose grad_beta enters a finite difference run in fp32 inside
+:func:`~autolora_exp.precision.full_precision`: both perturbed passes of ``mixed_term_fd`` and,
+with the one-sided difference, the look-ahead pass that supplies its centre grad_beta L_tr(W).
+Under bf16 autocast the perturbation eps * v (||eps v|| = fd_eps = 0.01 over all trainable
+weights) is below bf16's resolution of the weights and would round away, leaving rounding noise
+divided by eps. So darts under bf16 runs 2 of its 4 passes in fp32 (central: 2 of 5); ``exact``
+and ``first_order`` run every pass under autocast.
+
 Cost is counted in passes: one pass is a forward of the loss plus one backward sweep. The
 exact mode's backward through the look-ahead's own backward graph counts as one more pass.
 Every estimator leaves W exactly as it found it (perturbations are undone by copying back saved
@@ -56,6 +65,7 @@ import torch
 from torch import nn
 
 from autolora_exp.errors import UserError
+from autolora_exp.precision import full_precision
 
 HYPERGRAD_MODES = ("darts", "exact", "first_order")
 LOOKAHEADS = ("sgd", "betty")
@@ -111,11 +121,10 @@ def _grads(loss: torch.Tensor, params: list[torch.Tensor], **kwargs: Any) -> lis
 
 
 def _loss(model: nn.Module, loss_fn: LossFn, batch: Any, counter: PassCounter) -> torch.Tensor:
-    loss = loss_fn(model, batch)
-    if not torch.isfinite(loss.detach()).all():
-        raise FloatingPointError(f"the search loss became {loss.item()}; lower lr_weights/lr_selection or eta")
+    """One forward of the loss. Its finiteness is not checked here (a host sync per pass): a NaN
+    reaches W or beta, which the search checks in one fused test (``search._nonfinite``)."""
     counter.passes += 1
-    return loss
+    return loss_fn(model, batch)
 
 
 def weight_grads(
@@ -180,20 +189,20 @@ def mixed_term_fd(
     replayed before every pass so all training passes see the same dropout masks; the caller's
     random stream is untouched.
     """
-    norm = _norm(v)
-    if norm == 0:
-        return [torch.zeros_like(b) for b in selection]
-    eps = fd_eps / norm.item()
+    # eps stays a device tensor (no host sync); v = 0 gives eps = fd_eps / tiny, W + eps v = W
+    # and a zero mixed term
+    eps = fd_eps / _norm(v).clamp_min(1e-30)
     after = RngState(rng.device) if rng is not None else None
     centre = [w.detach().clone() for w in weights]
 
     def grad_at(sign: float) -> list[torch.Tensor]:
         _set(weights, centre)
         with torch.no_grad():
-            torch._foreach_add_(weights, v, alpha=sign * eps)
+            torch._foreach_add_(weights, torch._foreach_mul(v, sign * eps))
         if rng is not None:
             rng.restore()
-        return selection_grads(model, loss_fn, tr_batch, selection, counter)
+        with full_precision():
+            return selection_grads(model, loss_fn, tr_batch, selection, counter)
 
     try:
         g_plus = grad_at(1.0)
@@ -247,7 +256,8 @@ def darts_sgd(
     forward = finite_difference == "forward" and eta != 0
     g_centre = None
     if forward:
-        grads = _grads(_loss(model, loss_fn, tr_batch, counter), list(selection) + list(weights))
+        with full_precision():  # g_centre is the centre of the finite difference: fp32 like its other end
+            grads = _grads(_loss(model, loss_fn, tr_batch, counter), list(selection) + list(weights))
         g_centre, g_tr = grads[: len(selection)], grads[len(selection) :]
     else:
         g_tr = weight_grads(model, loss_fn, tr_batch, weights, counter)
@@ -309,8 +319,6 @@ def exact_sgd(
     g = _grads(_loss(model, loss_fn, tr_batch, counter), weights, create_graph=True)
     w_hat = {"model." + names[id(w)]: w - eta * gi for w, gi in zip(weights, g)}
     l_val = torch.func.functional_call(_LossCall(model, loss_fn), w_hat, (val_batch,))
-    if not torch.isfinite(l_val.detach()).all():
-        raise FloatingPointError(f"the search loss became {l_val.item()}; lower lr_weights/lr_selection or eta")
     hyper = _grads(l_val, selection)
     counter.passes += 2  # the validation pass and the backward through the look-ahead's backward
     return Hypergradient([h.detach() for h in hyper], lookahead_grads=[gi.detach() for gi in g])

@@ -63,7 +63,7 @@ class AutoLoRA(Method):
                               lora_dropout=0.0, trainable_extra=ctx.head_modules,
                               selection_init=cfg.selection_init, train_backbone=cfg.train_backbone)
         return search(model, ctx.d_tr_loader, ctx.d_val_loader, cfg, on_log=ctx.on_log, progress=ctx.progress,
-                      checkpointer=ctx.checkpointer, stop=ctx.stop)
+                      checkpointer=ctx.checkpointer, stop=ctx.stop, precision=ctx.precision)
 
     def retrain_method(self, ranks: dict[str, int]) -> LoRA:
         """Fresh LoRA with exactly the found rank per named layer (peft ``rank_pattern``)."""

@@ -42,6 +42,7 @@ from autolora_exp.methods.autolora.gates import check_gate, check_selection_init
 from autolora_exp.methods.autolora.layer import (alphas, selection_layers, selection_logits, selection_parameters,
                                                  weight_parameters)
 from autolora_exp.methods.autolora.threshold import resolve_threshold, threshold_ranks
+from autolora_exp.precision import Precision, check_search_precision
 from autolora_exp.preemption import StopSignal
 from autolora_exp.train import NonFiniteLossError, epoch_batches
 
@@ -218,7 +219,8 @@ class SearchResult:
 class BilevelSearch:
     """One search iteration at a time (:meth:`step`); :func:`search` loops it over the loaders."""
 
-    def __init__(self, model: nn.Module, config: SearchConfig, loss_fn: hg.LossFn = default_loss_fn) -> None:
+    def __init__(self, model: nn.Module, config: SearchConfig, loss_fn: hg.LossFn = default_loss_fn,
+                 precision: Precision | None = None) -> None:
         layers = selection_layers(model)
         if not layers:
             raise UserError("the model has no selection LoRA layers; call inject_selection_lora(model, ...) first")
@@ -228,6 +230,9 @@ class BilevelSearch:
                     f"layer {name!r} has k={layer.k}, gate={layer.gate!r} but the search config says "
                     f"k={config.k}, gate={config.gate!r}; inject and search with the same values"
                 )
+        if precision is not None:
+            check_search_precision(precision.name)
+            loss_fn = precision.loss_fn(loss_fn)  # forwards under autocast; fp32 where hypergrad says
         self.model, self.config = model, config
         self.loss_fn = self._recording(loss_fn)
         #: the iteration's first L_tr and L_val (see :meth:`step`), detached, on the device
@@ -321,6 +326,7 @@ def search(
     progress: bool = True,
     checkpointer: Checkpointer | None = None,
     stop: StopSignal | None = None,
+    precision: Precision | None = None,
 ) -> SearchResult:
     """Run the bilevel search on a model prepared by ``inject_selection_lora``.
 
@@ -333,9 +339,13 @@ def search(
     With a ``checkpointer``, the state (W, beta, both optimisers, step, alpha history, RNG and
     both loaders' positions) is saved every N steps and at the end, and a new call resumes from
     it; a finished search returns its stored result at once. ``stop`` (SIGTERM) saves and stops.
+
+    ``precision``: the forwards' autocast (see :mod:`~autolora_exp.precision`). W and beta are
+    checked for NaN/inf after every iteration on the device (one fused test, no host sync); the
+    flag is read back at every alpha log, checkpoint and at the end, naming the first bad step.
     """
     config = config or SearchConfig()
-    engine = BilevelSearch(model, config, loss_fn)
+    engine = BilevelSearch(model, config, loss_fn, precision)
     rule = config.threshold_rule
     if config.selection_init is not None:
         for layer in selection_layers(model).values():
@@ -370,8 +380,11 @@ def search(
         if on_log is not None:
             on_log(entry)
 
+    watch = _NonFiniteWatch(engine, first_step=step + 1)
+
     def save() -> None:
         if checkpointer is not None:
+            watch.read(step)  # never save non-finite weights
             checkpointer.save({"model": trainable_state(model), "w_opt": engine.w_opt.state_dict(),
                                "s_opt": engine.s_opt.state_dict(), "step": step, "passes": passes,
                                "val_used": val_used, "elapsed": time.perf_counter() - start,
@@ -393,9 +406,10 @@ def search(
                 window.add(engine.losses["train_loss"], engine.losses["val_loss"])
                 step += 1
                 val_used += 1
-                _check_finite(engine, step)
+                watch.update(step)
                 bar.update(1)
                 if step % config.log_every == 0 or step == total:
+                    watch.read(step)
                     log(step)
                     ranks = threshold_ranks(history[-1]["selection_logits"], rule)
                     bar.set_postfix(mean_rank=f"{sum(ranks.values()) / len(ranks):.2f}")
@@ -405,6 +419,7 @@ def search(
                     save()
                 if stop is not None:
                     stop.check("search", step, save)
+    watch.read(step)
     wall = time.perf_counter() - start
     model.train(was_training)
 
@@ -435,12 +450,33 @@ def ranks_stable(history: list[dict[str, Any]], rule: str, patience: int) -> boo
     return all(threshold_ranks(h["selection_logits"], rule) == first for h in logs[1:])
 
 
-def _check_finite(engine: BilevelSearch, step: int) -> None:
-    """A NaN/inf in W or beta stops the search with the step named (the last checkpoint is kept)."""
-    for p in (*engine.selection, *engine.weights):
-        if not torch.isfinite(p).all():
-            raise NonFiniteLossError(f"search: non-finite weights or selection logits after step {step}; the last "
-                                     "good checkpoint is kept (lower lr_weights/lr_selection or check the data)")
+class _NonFiniteWatch:
+    """NaN/inf in W or beta, tested on the device after every iteration and read back rarely.
+
+    :meth:`update` takes the per-tensor norms of all of W and beta in one fused call
+    (``torch._foreach_norm``): a norm is finite exactly when its tensor is (or for entries beyond
+    ~1e19, which overflow the squared sum: such weights are lost anyway), and records the first
+    step whose norms are not all finite (``torch.where``: no host branch). :meth:`read` (one
+    sync) raises :class:`NonFiniteLossError` naming that step and the window it was found in.
+    """
+
+    def __init__(self, engine: BilevelSearch, first_step: int) -> None:
+        self.params = [*engine.selection, *engine.weights]
+        self.first_bad = torch.zeros((), dtype=torch.long, device=self.params[0].device)
+        self.window_start = first_step
+
+    def update(self, step: int) -> None:
+        finite = torch.isfinite(torch.stack(torch._foreach_norm(self.params))).all()
+        self.first_bad = torch.where(~finite & (self.first_bad == 0), torch.full_like(self.first_bad, step),
+                                     self.first_bad)
+
+    def read(self, step: int) -> None:
+        bad = int(self.first_bad)
+        if bad:
+            raise NonFiniteLossError(f"search: non-finite weights or selection logits after step {bad} (found at "
+                                     f"the check after steps {self.window_start}..{step}); the last good checkpoint "
+                                     "is kept (lower lr_weights/lr_selection or check the data)")
+        self.window_start = step + 1
 
 
 def _planned_steps(d_tr_loader: Iterable[Any], config: SearchConfig) -> int:
