@@ -89,8 +89,12 @@ def make_batch(model, batch_size: int, seq_len: int, device: torch.device, seed:
     }
 
 
-def make_step(config: str, args, device: torch.device):
-    """Return (step(): passes, description) for one configuration, on a fresh model."""
+def make_step(label: str, args, device: torch.device):
+    """Return step(): passes, for one configuration (``config`` or ``config@precision``), on a fresh model."""
+    from autolora_exp.precision import Precision
+
+    config, _, prec = label.partition("@")
+    precision = Precision(prec or args.precisions[0], device)
     torch.manual_seed(0)
     model = build_model(args.model, device)
     tr = make_batch(model, args.batch_size, args.seq_len, device, seed=1)
@@ -108,7 +112,9 @@ def make_step(config: str, args, device: torch.device):
         opt = torch.optim.AdamW(params, lr=1e-4)
 
         def step() -> int:
-            model(**tr).loss.backward()
+            with precision.autocast():
+                loss = model(**tr).loss
+            loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -123,13 +129,14 @@ def make_step(config: str, args, device: torch.device):
     mode = {"darts_reuse": "darts", "darts_central": "darts", "inner": "darts"}.get(config, config)
     engine = BilevelSearch(
         model, SearchConfig(k=args.k, hypergrad=mode, reuse_lookahead_grad=config == "darts_reuse",
-                            finite_difference="central" if config == "darts_central" else None)
+                            finite_difference="central" if config == "darts_central" else None),
+        precision=precision,
     )
     if config == "inner":
 
         def step() -> int:
             counter = hg.PassCounter()
-            engine._inner_update(hg.weight_grads(model, default_loss_fn, tr, engine.weights, counter))
+            engine._inner_update(hg.weight_grads(model, engine.loss_fn, tr, engine.weights, counter))
             return counter.passes
 
         return step
@@ -147,13 +154,20 @@ def clock(args, device: torch.device):
     return (time.process_time, "process CPU time") if use_cpu else (time.perf_counter, "wall time")
 
 
+def labels(args) -> list[str]:
+    """The timed configurations: ``config``, or ``config@precision`` when several precisions are compared."""
+    if len(args.precisions) == 1:
+        return list(args.configs)
+    return [f"{c}@{p}" for p in args.precisions for c in args.configs]
+
+
 def time_all(args, device: torch.device) -> tuple[dict[str, list[float]], dict[str, int]]:
-    steps = {c: make_step(c, args, device) for c in args.configs}
+    steps = {c: make_step(c, args, device) for c in labels(args)}
     now, _ = clock(args, device)
-    times: dict[str, list[float]] = {c: [] for c in args.configs}
+    times: dict[str, list[float]] = {c: [] for c in steps}
     passes: dict[str, int] = {}
     for round_ in range(args.warmup + args.repeats):
-        for c in args.configs:
+        for c in steps:
             sync(device)
             t0 = now()
             passes[c] = steps[c]()
@@ -161,7 +175,7 @@ def time_all(args, device: torch.device) -> tuple[dict[str, list[float]], dict[s
             if round_ >= args.warmup:
                 times[c].append(now() - t0)
         print(f"round {round_ + 1}/{args.warmup + args.repeats}: "
-              + ", ".join(f"{c} {times[c][-1]:.3f}s" for c in args.configs if times[c]), flush=True)  # fmt: skip
+              + ", ".join(f"{c} {times[c][-1]:.3f}s" for c in steps if times[c]), flush=True)  # fmt: skip
     return times, passes
 
 
@@ -216,7 +230,7 @@ def _poll_rss(step, n: int) -> int:
 
 def memory_all(args) -> dict[str, int]:
     out = {}
-    for c in args.configs:
+    for c in labels(args):
         cmd = [sys.executable, __file__, "--memory-of", c, *sys.argv[1:]]
         res = subprocess.run(cmd, capture_output=True, text=True, check=True)
         out[c] = int(res.stdout.strip().splitlines()[-1])
@@ -225,6 +239,26 @@ def memory_all(args) -> dict[str, int]:
 
 
 def report(args, device, times, passes, memory) -> dict:
+    """One precision's report, or per precision plus each configuration's speed-up over fp32."""
+    if len(args.precisions) == 1:
+        return {**report_one(args, device, times, passes, memory), "precision": args.precisions[0]}
+    by = {}
+    for p in args.precisions:
+        pick = {c: f"{c}@{p}" for c in args.configs}
+        by[p] = {**report_one(args, device, {c: times[k] for c, k in pick.items()},
+                              {c: passes[k] for c, k in pick.items()},
+                              {c: memory[k] for c, k in pick.items() if k in memory}), "precision": p}
+    base = args.precisions[0]
+    speedup = {p: {c: by[base]["median_s"][c] / by[p]["median_s"][c] for c in args.configs}
+               for p in args.precisions[1:]}
+    # per round: the same round's fp32 and low-precision step (same machine load), then the median
+    paired = {p: {c: statistics.median(a / b for a, b in zip(times[f"{c}@{base}"], times[f"{c}@{p}"]))
+                  for c in args.configs} for p in args.precisions[1:]}
+    return {"precisions": list(args.precisions), "by_precision": by, "speedup_over": base,
+            "speedup": speedup, "paired_speedup": paired}
+
+
+def report_one(args, device, times, passes, memory) -> dict:
     median = {c: statistics.median(v) for c, v in times.items()}
     ref = median["lora"]
     ratio = {c: median[c] / ref for c in median}
@@ -261,8 +295,23 @@ def report(args, device, times, passes, memory) -> dict:
 
 
 def markdown(r: dict) -> str:
+    if "by_precision" not in r:
+        return markdown_one(r)
+    parts = [markdown_one(r["by_precision"][p]) for p in r["precisions"]]
+    base = r["speedup_over"]
+    lines = [f"## Speed-up over {base} (median time {base} / median time at the precision; paired: per round)", "",
+             "| configuration | " + " | ".join(f"{p} speed-up | {p} paired" for p in r["speedup"]) + " |",
+             "|---|" + "---|---|" * len(r["speedup"])]
+    for c in r["by_precision"][base]["median_s"]:
+        lines.append(f"| {c} | " + " | ".join(f"{r['speedup'][p][c]:.2f}x | {r['paired_speedup'][p][c]:.2f}x"
+                                               for p in r["speedup"]) + " |")
+    return "\n".join(parts) + "\n" + "\n".join(lines) + "\n"
+
+
+def markdown_one(r: dict) -> str:
     lines = [
-        f"# Search iteration vs LoRA step: {r['model']}, batch {r['batch_size']}, seq {r['seq_len']}, k={r['k']}",
+        f"# Search iteration vs LoRA step: {r['model']}, batch {r['batch_size']}, seq {r['seq_len']}, k={r['k']}, "
+        f"{r['precision']}",
         "",
         f"Reference: peft LoRA r={r['ref_rank']} step. Device {r['device']}, {r['threads']} threads, torch {r['torch']}, "
         f"{r['clock']}; "
@@ -300,6 +349,8 @@ def main() -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--clock", default="auto", choices=["auto", "cpu", "wall"], help="auto: CPU time on CPU, wall on GPU")
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
+    p.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+                   help="train.precision of every step; several: interleaved, with the speed-up over the first")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--out", default="outputs/bench")
     p.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)

@@ -231,12 +231,17 @@ def test_slurm_launcher_composes_to_an_sbatch_script(tmp_path, monkeypatch):
     assert "#SBATCH --cpus-per-task=8" in script
 
 
-def test_local_launcher_composes():
+def test_local_launcher_composes_and_gives_jobs_every_gpu(monkeypatch):
+    import torch
     from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
 
     cfg = hydra_cfg("hydra/launcher=local", "experiment=mini/table5_cost")
     assert isinstance(instantiate(cfg.hydra.launcher), LocalLauncher)
-    assert cfg.hydra.launcher.gpus_per_node == 0
+    assert cfg.hydra.launcher.gpus_per_node == (torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    cfg = hydra_cfg("hydra/launcher=local", "experiment=mini/table5_cost")
+    assert cfg.hydra.launcher.gpus_per_node == 4  # a GPU workstation: the jobs see its GPUs
 
 
 @pytest.mark.slow

@@ -259,12 +259,22 @@ class Config:
     output_dir: str = MISSING
 
 
+def gpu_count() -> int:
+    """GPUs torch sees here (``${autolora_gpus:}``: what hydra/launcher=local gives each job)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def register() -> None:
-    """Register the schemas with Hydra's ConfigStore and the run folder's ``${run_digest:}``
-    resolver (idempotent): before any config is composed."""
+    """Register the schemas with Hydra's ConfigStore, the run folder's ``${run_digest:}`` resolver
+    and ``${autolora_gpus:}`` (idempotent): before any config is composed."""
+    from omegaconf import OmegaConf
+
     from autolora_exp.run_folder import register_resolver
 
     register_resolver()
+    OmegaConf.register_new_resolver("autolora_gpus", gpu_count, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     for name, node in METHOD_SCHEMAS.items():
