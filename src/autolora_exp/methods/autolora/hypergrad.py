@@ -198,7 +198,7 @@ def mixed_term_fd(
     def grad_at(sign: float) -> list[torch.Tensor]:
         _set(weights, centre)
         with torch.no_grad():
-            torch._foreach_add_(weights, torch._foreach_mul(v, sign * eps))
+            torch._foreach_add_(weights, torch._foreach_mul(v, (sign * eps).to(v[0].dtype)))
         if rng is not None:
             rng.restore()
         with full_precision():
