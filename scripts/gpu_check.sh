@@ -22,6 +22,12 @@ cd "$(dirname "$0")/.."
 SITE=${GPU_CHECK_SITE:-/tmp/site}
 WHEELS=${GPU_CHECK_WHEELS:-.whl}
 python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$SITE" "$WHEELS"/*.whl && export PYTHONPATH=$PWD/src:$SITE
+if [ "${PYTHONPATH:-}" != "$PWD/src:$SITE" ]; then  # no pip there: pure-Python wheels are zip files
+  echo "pip install failed: unpacking $WHEELS/*.whl into $SITE instead" >&2
+  python3 -c 'import glob, sys, zipfile; [zipfile.ZipFile(w).extractall(sys.argv[1]) for w in glob.glob(sys.argv[2] + "/*.whl")]' \
+    "$SITE" "$WHEELS"
+  export PYTHONPATH=$PWD/src:$SITE
+fi
 
 DEVICE=cuda
 QUICK=0
