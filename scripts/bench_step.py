@@ -21,6 +21,10 @@ are comparable. Writes <out>/step.json and <out>/step.md.
 
     python scripts/bench_step.py --model minilm --batch-size 16 --seq-len 128
     python scripts/bench_step.py --model roberta-base --batch-size 16 --seq-len 512 --device cuda
+    python scripts/bench_step.py --configs lora darts first_order --precisions fp32 bf16
+
+``--precisions fp32 bf16`` times every configuration in each ``train.precision`` (interleaved)
+and adds each configuration's speed-up over the first precision (step.json ``speedup``).
 
 ``roberta-base`` is RoBERTa-base's architecture with random weights (built from the config: no
 download), for the GPU check at the paper's batch size and sequence length.

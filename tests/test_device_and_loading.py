@@ -103,12 +103,17 @@ def test_search_batch_size_is_its_own_key():
         SearchConfig(batch_size=0)
 
 
-def test_search_batch_size_reaches_the_search_loaders(make_cfg):
+def test_search_batch_size_reaches_the_search_loaders_and_the_device_is_resolved_once(make_cfg, monkeypatch, capsys):
+    import autolora_exp.pipeline as pipeline
     from autolora_exp.pipeline import run
 
+    calls = []
+    real = pipeline.resolve_device
+    monkeypatch.setattr(pipeline, "resolve_device", lambda *a: calls.append(a) or real(*a))
     cfg = make_cfg("debug=default", "model=tiny-roberta", "method=autolora", "method.search.batch_size=4",
                    "train.batch_size=8", "train.max_steps=null")
     result = run(cfg)
     n_tr = result["search"]["split"]["d_tr"]["rows"]
     assert result["search"]["steps"] == -(-n_tr // 4) * cfg.task.search_epochs  # batches of 4, not 8
     assert result["env"]["device_info"]["precision"] == "fp32"
+    assert len(calls) == 1 and capsys.readouterr().out.count("device: cpu (") == 1

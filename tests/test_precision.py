@@ -132,3 +132,41 @@ def test_finite_difference_passes_in_bf16_would_be_noise_so_they_run_in_fp32():
     noisy = _mixed_term(Precision("bf16", CPU), fd_in_fp32=False)
     assert torch.equal(kept, reference)
     assert (noisy - reference).norm() > 0.5 * reference.norm()
+
+
+def test_bf16_runs_the_whole_pipeline_with_decoding_under_autocast(monkeypatch, tmp_path):
+    """E2E through run(): AutoLoRA's search, the retrain and beam decoding all in bf16."""
+    from conftest import compose
+    from test_nlg_pipeline import tiny
+
+    import autolora_exp.kinds.generation as generation
+    from autolora_exp.pipeline import run
+
+    seen = []
+    real = generation.generate_texts
+
+    def recording(*args, **kwargs):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generation, "generate_texts", recording)
+    result = run(compose(tiny("e2e", "method=autolora", "train.precision=bf16"), tmp_path / "run"))
+    assert seen and all(s == (True, torch.bfloat16) for s in seen)
+    assert result["env"]["device_info"]["precision"] == "bf16" and result["search"]["ranks"]
+
+
+def test_bf16_token_classification_runs(make_cfg):
+    from autolora_exp.pipeline import run
+
+    result = run(make_cfg("debug=default", "model=tiny-roberta", "task=wnut16", "train.precision=bf16"))
+    assert result["env"]["device_info"]["precision"] == "bf16"
+    assert all(0.0 <= m <= 1.0 for m in result["metrics"]["final"]["validation"].values() if isinstance(m, float))
+
+
+def test_fp16_autolora_run_fails_before_loading_with_failed_json(make_cfg, tmp_path):
+    from autolora_exp.pipeline import run
+
+    cfg = make_cfg("debug=default", "model=tiny-roberta", "method=autolora", "train.precision=fp16")
+    with pytest.raises(UserError, match="fp16"):
+        run(cfg)
+    assert '"phase": "setup"' in (tmp_path / "run" / "failed.json").read_text()
