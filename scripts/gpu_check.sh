@@ -2,13 +2,15 @@
 # The GPU check (issue 16), one script, under 8 minutes on one H200:
 #   1. the step benchmark (scripts/bench_step.py) on a random-weight RoBERTa-base, batch 16,
 #      sequence 512, fp32 (TF32 off) and bf16 interleaved: a LoRA step, a darts search iteration
-#      and first_order; time ratios, peak memory, bf16 speed-ups                   (<= 330 s)
+#      and first_order; time ratios, peak memory, bf16 speed-ups                   (<= 240 s)
 #   2. a short AutoLoRA run through run.py (search + retrain + evaluation) on GLUE RTE with
 #      RoBERTa-base's architecture at random weights, in bf16 and then in fp32 (same seed):
 #      both pipelines work on the GPU, phase times, and how far bf16's losses are from fp32's
-#      (<= 75 s each)
+#      (<= 60 s each)
+#   3. the host synchronisations the training loop and the search make per step on the GPU
+#      (scripts/sync_check.py; the goal is 0)                                       (<= 60 s)
 # and writes JSON into $OUT (default outputs/gpu_check): step/step.{json,md}, run_bf16/ and
-# run_fp32/ (result.json, logs), summary.json (the figures README's GPU section asks for).
+# run_fp32/ (result.json, logs), sync.json, summary.json (the figures README's GPU section asks for).
 #
 # Before (where there is PyPI access): bash scripts/gpu_wheels.sh  (fills .whl/ and .gpu_data/)
 # On the GPU machine:                  bash scripts/gpu_check.sh
@@ -56,12 +58,12 @@ if [ "$QUICK" = 1 ]; then
   LIMIT=300
 else
   BENCH=(--model roberta-base --batch-size 16 --seq-len 512 --repeats 8 --warmup 2)
-  BENCH_LIMIT=330
+  BENCH_LIMIT=240
   MODEL=roberta-base-random
   # 1024 RTE rows at 256 tokens: the search runs 32 iterations of batch 16 on D_tr (512 rows),
   # the retrain 64 steps, evaluation covers all 277 dev rows
   RUN=(task.max_train_samples=1024 task.max_length=256 train.epochs=1 task.search_epochs=1)
-  LIMIT=75
+  LIMIT=60
 fi
 
 status=0
@@ -90,6 +92,9 @@ for precision in bf16 fp32; do
     train.log_every=10 "${RUN[@]}" output_dir="$OUT/run_$precision" hydra.run.dir="$OUT/run_$precision" \
     2>&1 | tee "$OUT/run_$precision.log" || status=1
 done
+
+echo "== 3. host synchronisations of the hot loops (torch.cuda.set_sync_debug_mode)"
+timeout 60 python3 scripts/sync_check.py --out "$OUT" 2>&1 | tee "$OUT/sync.log" || status=1
 
 python3 - "$OUT" <<'PY' || status=1
 """summary.json: the figures of README's GPU section, and whether the goals are met."""
@@ -125,6 +130,8 @@ for p in ("bf16", "fp32"):
     else:
         runs[p] = {"error": f"no result.json: see {out}/run_{p}.log"}
 summary["runs"] = runs
+sync_file = out / "sync.json"
+summary["sync"] = json.loads(sync_file.read_text()) if sync_file.exists() else None
 if all("train_loss" in runs[p] for p in runs):
     a, b = runs["bf16"]["train_loss"][-1], runs["fp32"]["train_loss"][-1]
     summary["bf16_vs_fp32_train_loss_rel_diff"] = abs(a - b) / abs(b)

@@ -40,3 +40,4 @@ def test_gpu_check_quick_runs_with_only_the_gpu_machines_packages(tmp_path, shar
         run = summary["runs"][precision]
         assert run["device_info"]["precision"] == precision and run["search_steps"] > 0 and run["ranks"]
     assert summary["bf16_vs_fp32_train_loss_rel_diff"] < 0.05
+    assert "skipped" in summary["sync"]  # the sync count needs a GPU

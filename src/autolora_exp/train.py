@@ -49,7 +49,8 @@ class TrainResult:
 
 
 def move_to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device) for k, v in batch.items()}
+    """The batch on ``device``; asynchronous from pinned memory (``train.pin_memory``): no host sync."""
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
