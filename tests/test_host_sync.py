@@ -116,3 +116,22 @@ def test_nan_in_the_search_names_the_step(monkeypatch):
     monkeypatch.setattr(torch.optim.AdamW, "step", poisoned)
     with pytest.raises(NonFiniteLossError, match=r"after step 2 \(found at the check after steps 1\.\.3\)"):
         search(model, batches(4, 1), batches(4, 2), SearchConfig(k=4, epochs=1, log_every=3), progress=False)
+
+
+def test_zero_v_gives_a_zero_mixed_term_without_a_host_branch():
+    """eps = fd_eps / ||v|| stays on the device; ||v|| = 0 must still give exactly 0 (and W untouched)."""
+    from autolora_exp.methods.autolora import default_loss_fn
+    from autolora_exp.methods.autolora import hypergrad as hg
+    from autolora_exp.methods.autolora.layer import weight_parameters
+
+    model = tiny_roberta()
+    inject_selection_lora(model, ["query", "value"], k=4, trainable_extra=["classifier"])
+    weights, selection = weight_parameters(model), selection_parameters(model)
+    before = [w.detach().clone() for w in weights]
+    v = [torch.zeros_like(w) for w in weights]
+    tr = batches(1, 1)[0]
+    for centre in (None, hg.selection_grads(model, default_loss_fn, tr, selection, hg.PassCounter())):
+        mixed = hg.mixed_term_fd(model, default_loss_fn, tr, weights, selection, v, 0.01, hg.PassCounter(),
+                                 g_centre=centre)
+        assert all(torch.equal(m, torch.zeros_like(m)) for m in mixed)
+    assert all(torch.equal(w, b) for w, b in zip(weights, before))
