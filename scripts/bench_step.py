@@ -126,7 +126,7 @@ def make_step(label: str, args, device: torch.device):
 
         return step
 
-    from autolora_exp.methods.autolora import BilevelSearch, SearchConfig, default_loss_fn, inject_selection_lora
+    from autolora_exp.methods.autolora import BilevelSearch, SearchConfig, inject_selection_lora
     from autolora_exp.methods.autolora import hypergrad as hg
 
     inject_selection_lora(model, ["query", "value"], k=args.k, trainable_extra=[HEAD])

@@ -3,7 +3,6 @@ length-grouped batches are seeded, complete and resumable; the search's batch si
 
 from __future__ import annotations
 
-import itertools
 
 import pytest
 import torch
