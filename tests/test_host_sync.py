@@ -13,7 +13,7 @@ import torch
 from autolora_exp.methods.autolora import SearchConfig, inject_selection_lora, search
 from autolora_exp.methods.autolora.layer import selection_parameters
 from autolora_exp.methods.lora import LoRA
-from autolora_exp.train import LossWindow, NonFiniteLossError, fit
+from autolora_exp.train import EpochLoss, NonFiniteLossError, fit
 
 from autolora_tiny import batches, tiny_roberta
 from test_methods_baselines import HEADS, TARGETS, tiny_loader, train_cfg
@@ -76,12 +76,12 @@ def test_search_iterations_make_no_host_reads(host_reads):
 
 
 def test_loss_window_names_the_first_nonfinite_step_and_its_window():
-    window = LossWindow(torch.device("cpu"), window_start=5)
+    window = EpochLoss(torch.device("cpu"), window_start=5)
     for step, loss in [(5, 1.0), (6, float("nan")), (7, float("inf")), (8, 2.0)]:
         window.add(torch.tensor(loss), step)
     with pytest.raises(NonFiniteLossError, match=r"train: loss is nan at step 6 \(found at the check after steps 5\.\.8\)"):
         window.read("train", 8)
-    ok = LossWindow(torch.device("cpu"))
+    ok = EpochLoss(torch.device("cpu"))
     ok.add(torch.tensor(1.0), 1)
     ok.add(torch.tensor(2.0), 2)
     assert ok.mean("train", 2) == 1.5 and ok.window_start == 3
