@@ -77,6 +77,18 @@ def test_another_configs_result_is_never_replaced(tmp_path, capsys):
     assert run(compose(TINY, out))["created"] == first["created"]  # its own config still finds it
 
 
+def test_a_result_written_before_config_hash_existed_is_its_configs(tmp_path):
+    out = tmp_path / "run"
+    first = run(compose(TINY, out))
+    legacy = {k: v for k, v in first.items() if k != "config_hash"}  # same schema_version, no config_hash
+    (out / "result.json").write_text(json.dumps(legacy))
+    before = (out / "result.json").read_bytes()
+    with pytest.raises(UserError, match="belongs to another config"):
+        run(compose([*TINY, "method.lr=1e-2"], out))
+    assert (out / "result.json").read_bytes() == before
+    assert run(compose(TINY, out))["created"] == first["created"]  # its own config: finished, not redone
+
+
 def test_another_configs_checkpoints_are_never_touched(tmp_path):
     out = tmp_path / "run"
     ledger = out / "checkpoints" / ATTEMPTS_FILE

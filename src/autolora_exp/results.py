@@ -96,6 +96,23 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def recorded_hash(record: Any) -> str | None:
+    """The config hash of the run that wrote ``record`` (a result.json, failed.json or
+    attempts.json), or None when it names none.
+
+        recorded_hash = record["config_hash"]            when present
+                      = config_hash(record["config"])    for files written before results
+                                                         carried config_hash (same schema_version)
+    """
+    if not isinstance(record, dict):
+        return None
+    digest = record.get("config_hash")
+    if isinstance(digest, str) and digest:
+        return digest
+    config = record.get("config")
+    return config_hash(config) if isinstance(config, dict) and config else None
+
+
 def finished_result(output_dir: str | Path, digest: str) -> dict[str, Any] | None:
     """The result.json in ``output_dir`` when it was written by a config with hash ``digest``."""
     path = Path(output_dir) / RESULT_FILE
@@ -105,7 +122,7 @@ def finished_result(output_dir: str | Path, digest: str) -> dict[str, Any] | Non
         result = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return result if result.get("config_hash") == digest and result.get("status") == "completed" else None
+    return result if recorded_hash(result) == digest and result.get("status") == "completed" else None
 
 
 def write_failure(output_dir: str | Path, phase: str, error: BaseException, config: dict[str, Any],

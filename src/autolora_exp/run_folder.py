@@ -104,12 +104,13 @@ def check_owner(output_dir: str | Path, digest: str) -> None:
 
 
 def _owner(path: Path) -> str | None:
-    """The ``config_hash`` recorded in a JSON file, or None (no file, unreadable, no hash)."""
+    """The config hash a JSON file records (:func:`results.recorded_hash`: a result.json
+    written before results carried ``config_hash`` is its config's), or None (no file,
+    unreadable, no hash)."""
     try:
-        owner = json.loads(path.read_text(encoding="utf-8")).get("config_hash")
-    except (OSError, ValueError, AttributeError):
+        return results.recorded_hash(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
         return None
-    return owner if isinstance(owner, str) and owner else None
 
 
 #: held (flock) by the process running in a folder; left in place (removing it would race)

@@ -237,8 +237,7 @@ def run_from_result(result: dict[str, Any], path: Path, select: str) -> Run:
         ranks=search.get("ranks"),
         path=path,
         config_ranks=tuple((result["config"].get("method") or {}).get("ranks") or ()),
-        # results written before config_hash existed: the same hash, from their config
-        config_hash=str(result.get("config_hash") or results_schema.config_hash(result["config"])),
+        config_hash=results_schema.recorded_hash(result) or "",
     )
 
 
@@ -300,7 +299,7 @@ def load_folder(root: str | Path, select: str = "best") -> Collection:
                 raise ValueError("not a failure record (status != 'failed')")
             config = record.get("config") or {}
             failed.append((failure_from_record(record, path),
-                           str(record.get("config_hash") or results_schema.config_hash(config)), config))
+                           results_schema.recorded_hash(record) or "", config))
         except (OSError, ValueError, TypeError, AttributeError) as err:
             out.unreadable.append((path, f"{type(err).__name__}: {err}"))
     labels = variant_labels([(r.key, r.seed, r.config_hash, c) for r, _, c in read] +
