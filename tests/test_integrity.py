@@ -399,3 +399,22 @@ def test_bench_reuses_a_finished_run_of_the_same_config_only(tmp_path, legacy):
     # another config never reuses it: it would run in its own folder (checked without running)
     other = bench.config_digest([*TINY, "method.r=4"], planned, REPO / "conf")
     assert other != digest and results.finished_result(with_digest(planned, other), other) is None
+
+
+def test_a_failure_beside_a_result_is_dropped_only_when_that_result_is_its_config(tmp_path):
+    from test_tables import make_result, write_run
+
+    from autolora_exp.tables.load import load_folder
+
+    result = make_result("table1_glue", "glue/rte", "adalora", 0, 0.70)
+    folder = write_run(tmp_path, result).parent
+    failure = {"schema_version": 1, "status": "failed", "phase": "train", "error": "RuntimeError: boom",
+               "config": result["config"]}
+    atomic.atomic_write_json(folder / "failed.json", failure)  # the same config: failed once, then completed
+    assert load_folder(tmp_path).failures == []
+    other = {**failure, "config": {**result["config"], "method": {"name": "adalora", "lr": 1e-2}}}
+    atomic.atomic_write_json(folder / "failed.json", other)  # another config's failure (a copied folder)
+    assert [f.error for f in load_folder(tmp_path).failures] == ["RuntimeError: boom"]
+    (folder / "result.json").write_text("")  # a result that cannot be read hides no failure either
+    col = load_folder(tmp_path)
+    assert [f.error for f in col.failures] == ["RuntimeError: boom"] and len(col.unreadable) == 1

@@ -63,10 +63,11 @@ def write_run(root: Path, result: dict, sub: str = "") -> Path:
 
 
 def write_failure(root: Path, experiment: str, task: str, method: str, seed: int, *, model: str = "roberta-base",
-                  phase: str = "train", error: str = "RuntimeError: CUDA out of memory") -> Path:
+                  phase: str = "train", error: str = "RuntimeError: CUDA out of memory",
+                  config: dict | None = None) -> Path:
     method_cfg = {"name": method, **({"r": 4, "rank_pattern": {}} if method == "lora" else {})}
-    config = {"name": experiment, "seed": seed, "task": {"name": task}, "model": {"name": model},
-              "method": method_cfg}
+    config = config or {"name": experiment, "seed": seed, "task": {"name": task}, "model": {"name": model},
+                        "method": method_cfg}
     record = {"schema_version": 1, "status": "failed", "phase": phase, "error": error, "traceback": "...",
               "task": task, "model": model, "method": method, "seed": seed, "name": experiment,
               "config": config, "created": "2026-01-01T00:00:00+00:00"}
@@ -200,8 +201,9 @@ def test_failed_runs_are_listed_and_cells_say_failed(tmp_path):
 
 
 def test_failure_followed_by_success_counts_as_completed(tmp_path):
-    write_failure(tmp_path, "table1_glue", "glue/rte", "autolora", 0)
-    write_run(tmp_path, make_result("table1_glue", "glue/rte", "autolora", 0, 0.7))
+    result = make_result("table1_glue", "glue/rte", "autolora", 0, 0.7)
+    write_failure(tmp_path, "table1_glue", "glue/rte", "autolora", 0, config=result["config"])  # same config
+    write_run(tmp_path, result)
     col = load_folder(tmp_path)
     assert len(col.runs) == 1 and col.failures == []
 

@@ -4,8 +4,9 @@ Everything the tables know comes from two files a run leaves in its folder:
 
 - ``result.json`` (schema in :mod:`autolora_exp.results`): a completed run;
 - ``failed.json`` (``{"status": "failed", "phase", "error", "config", ...}``): a run that
-  stopped; it is listed in the tables, never dropped. A folder holding both is a run that
-  failed once and then completed: its result counts and the stale failure is ignored.
+  stopped; it is listed in the tables, never dropped. A folder holding both, of one config, is
+  a run that failed once and then completed: its result counts and the stale failure is
+  ignored. A failure of another config, or beside a result.json that cannot be read, is listed.
 
 Any other ``result.json``/``failed.json`` that cannot be read is kept as *unreadable* and
 listed too.
@@ -289,17 +290,19 @@ def load_folder(root: str | Path, select: str = "best") -> Collection:
             out.unreadable.append((path, f"{type(err).__name__}: {err}"))
             continue
         read.append((run, str(result.get("created", "")), result["config"]))
+    #: folder -> config hash of the result read there
+    completed = {run.path.parent: run.config_hash for run, _, _ in read}
     failed: list[tuple[Failure, str, dict[str, Any]]] = []  # (failure, config hash, config)
     for path in sorted(root.rglob(results_schema.FAILED_FILE)):
-        if (path.parent / results_schema.RESULT_FILE).is_file():
-            continue  # failed once, completed on a re-launch
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(record, dict) or record.get("status") != "failed":
                 raise ValueError("not a failure record (status != 'failed')")
             config = record.get("config") or {}
-            failed.append((failure_from_record(record, path),
-                           results_schema.recorded_hash(record) or "", config))
+            digest = results_schema.recorded_hash(record) or ""
+            if completed.get(path.parent) == digest:
+                continue  # failed once, completed on a re-launch
+            failed.append((failure_from_record(record, path), digest, config))
         except (OSError, ValueError, TypeError, AttributeError) as err:
             out.unreadable.append((path, f"{type(err).__name__}: {err}"))
     labels = variant_labels([(r.key, r.seed, r.config_hash, c) for r, _, c in read] +
