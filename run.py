@@ -18,18 +18,11 @@ from omegaconf import DictConfig
 from autolora_exp.errors import UserError
 from autolora_exp.hub import configure_offline_mode
 from autolora_exp.schema import register
-from autolora_exp.sweeps import FailedJob, report_failed_jobs
+from autolora_exp.sweeps import FailedJob, in_multirun, report_failed_jobs
 
 configure_offline_mode()  # before transformers/datasets are imported: they read it at import
 register()
 log = logging.getLogger("autolora_exp")
-
-
-def in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")

@@ -214,6 +214,22 @@ def test_a_different_config_or_folder_is_a_different_run(tmp_path, monkeypatch):
     assert run_identity(a, "h1").id == "agent123"
 
 
+def test_wandb_run_id_is_not_shared_by_the_jobs_of_a_hydra_sweep(tmp_path, monkeypatch, caplog):
+    from hydra.core.hydra_config import HydraConfig
+
+    from test_integrity import hydra_config
+
+    monkeypatch.setenv("WANDB_RUN_ID", "mine")  # left exported in the shell, then `python run.py -m ...`
+    HydraConfig.instance().set_config(hydra_config(*TINY, "hydra.mode=MULTIRUN"))
+    try:
+        with caplog.at_level(logging.WARNING, logger="autolora_exp.tracking"):
+            ids = {run_identity(compose(TINY, tmp_path / job), "h1").id for job in ("a", "b")}
+    finally:
+        HydraConfig.instance().cfg = None
+    assert len(ids) == 2 and "mine" not in ids  # two jobs, two W&B runs
+    assert "WANDB_RUN_ID=mine is ignored in a sweep (-m)" in caplog.text
+
+
 @pytest.mark.parametrize("method, extra, grid", [
     ("lora_grid", ["method.ranks=[1,2]"], True),
     ("adalora", ["train.max_steps=null"], False),

@@ -52,6 +52,14 @@ def _is_sweep(override: str) -> bool:
     return OverridesParser.create().parse_override(override).is_sweep_override()
 
 
+def in_multirun() -> bool:
+    """Whether this process runs a job of a Hydra sweep (``-m``; under submitit, the job's own process)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 #: output folder -> error of every job of this process's sweep that failed (see FailedJob)
 FAILED_JOBS: dict[str, str] = {}
 

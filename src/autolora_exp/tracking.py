@@ -26,7 +26,7 @@ Identity (:func:`run_identity`): project ``logger.project``, group = the experim
 job_type = the method, name ``task/model/method/seed<N>``, tags ``logger.tags`` + task, model,
 method, and id = sha256(run folder, config hash)[:16], so a stopped and requeued run (same
 folder, same config) continues the same W&B run (``resume="allow"``). ``WANDB_RUN_ID`` (set by
-a W&B sweep agent) wins, as ``WANDB_MODE`` does for the mode.
+a W&B sweep agent) wins in a single run (not in a Hydra sweep), as ``WANDB_MODE`` does for the mode.
 
 Every W&B call goes through :meth:`Tracker._call`: the first failure is logged as a warning
 and the tracker is silent from then on; the run goes on.
@@ -76,10 +76,20 @@ class RunIdentity:
 def run_identity(cfg: Any, digest: str) -> RunIdentity:
     """The W&B identity of the run that ``cfg`` (with config hash ``digest``) describes.
 
-    id = sha256(resolved run folder + "\\n" + config hash)[:16] (``WANDB_RUN_ID`` wins)
+    id = sha256(resolved run folder + "\\n" + config hash)[:16]
+
+    ``WANDB_RUN_ID`` (a W&B sweep agent's name for its one run) wins in a single run; in a Hydra
+    sweep (``-m``) it is ignored with a warning: every job would continue one W&B run, each
+    overwriting the others' summary and mixing their curves.
     """
+    from autolora_exp.sweeps import in_multirun
+
     folder = Path(cfg.output_dir).resolve()
-    run_id = os.environ.get("WANDB_RUN_ID") or hashlib.sha256(f"{folder}\n{digest}".encode()).hexdigest()[:16]
+    run_id = os.environ.get("WANDB_RUN_ID")
+    if run_id and in_multirun():
+        log.warning("WANDB_RUN_ID=%s is ignored in a sweep (-m): each job gets its own W&B run", run_id)
+        run_id = None
+    run_id = run_id or hashlib.sha256(f"{folder}\n{digest}".encode()).hexdigest()[:16]
     task, model, method = cfg.task.name, cfg.model.name, cfg.method.name
     return RunIdentity(
         id=run_id, name=f"{task}/{model}/{method}/seed{cfg.seed}", group=cfg.logger.group or cfg.name,
