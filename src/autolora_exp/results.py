@@ -165,13 +165,3 @@ def write_result(output_dir: str | Path, result: dict[str, Any]) -> Path:
     validate_result(result)
     return atomic_write_json(Path(output_dir) / RESULT_FILE, result)
 
-
-def load_results(root: str | Path) -> list[dict[str, Any]]:
-    """Every result.json under ``root`` (validated), with its folder under ``"_dir"``."""
-    results = []
-    for path in sorted(Path(root).rglob(RESULT_FILE)):
-        result = json.loads(path.read_text(encoding="utf-8"))
-        validate_result(result)
-        result["_dir"] = str(path.parent)
-        results.append(result)
-    return results
