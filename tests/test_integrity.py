@@ -131,6 +131,21 @@ def test_a_folder_another_process_runs_in_is_refused(tmp_path):
     assert run(compose(TINY, tmp_path))["status"] == "completed"  # released with its holder
 
 
+def test_a_folder_another_process_runs_in_is_refused_before_hydra_writes(tmp_path):
+    from autolora_exp.run_folder import exclusive
+
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("the running process's record\n")
+    with exclusive(tmp_path):  # the first launch, still running
+        proc = subprocess.run([sys.executable, "run.py", *TINY, "train.progress=true", f"hydra.run.dir={tmp_path}"],
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (f"error: another process (pid {os.getpid()}) is running in "
+                                                    f"{tmp_path}; wait for it to end (its result is this config's) "
+                                                    "or stop it")
+    assert (tmp_path / ".hydra" / "overrides.yaml").read_text() == "the running process's record\n"
+
+
 def sweep(args: list[str], sweep_dir: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "run.py", "-m", *TINY, *args, f"hydra.sweep.dir={sweep_dir}"],
                           cwd=REPO, capture_output=True, text=True, timeout=600)

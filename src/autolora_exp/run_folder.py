@@ -157,7 +157,9 @@ def check_writable(folder: str | Path) -> None:
 
 
 class OutputFolderCheck(Callback):
-    """Before a run (a sweep): its folder must be writable, else one line and exit status 2.
+    """Before a run (a sweep): its folder must be writable, else one line and exit status 2;
+    a single run's folder must not hold another config's files nor be locked by another process
+    (checked before Hydra rewrites the folder's ``.hydra/`` record).
 
     Hydra creates the folder and its log file before any of the app's code runs; on a folder
     it cannot write it fails with a logging traceback. Registered in conf/config.yaml
@@ -165,9 +167,12 @@ class OutputFolderCheck(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config.hydra.run.dir, "hydra.run.dir")
-        # before Hydra rewrites the folder's .hydra/ record: a hand-chosen folder of another config
+        # before Hydra rewrites the folder's .hydra/ record: a hand-chosen folder of another
+        # config, or a folder another process runs in (pipeline.run takes the lock for the run)
         try:
             check_owner(config.hydra.run.dir, config_digest(config))
+            with exclusive(config.hydra.run.dir):
+                pass
         except UserError as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(2)
