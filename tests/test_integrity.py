@@ -305,6 +305,12 @@ def test_costs_sum_every_attempt_of_a_phase(tmp_path):
     assert train["wall_s"] > first["train"]["wall_s"] and train["cpu_s"] > first["train"]["cpu_s"]
 
 
+def test_the_returned_result_is_the_one_written(tmp_path):
+    result = run(compose(TINY, tmp_path))
+    written = json.loads((tmp_path / "result.json").read_text())
+    assert result["phases"] == written["phases"] and set(written["phases"]) == {"data", "train", "test"}
+
+
 def test_earlier_attempts_are_read_from_the_ledger_of_the_same_config(tmp_path):
     out = tmp_path / "run"
     cfg = compose(TINY, out)

@@ -388,7 +388,7 @@ def _run(cfg: DictConfig, config: dict[str, Any], digest: str, output_dir: Path,
         "params": params,
         "ranks": ranks,
         "search": search,
-        "phases": timer.phases,
+        "phases": dict(timer.phases),  # as written: the "write" phase below is timed after it
         "data": split_record(data),
         "env": results.environment(str(device)) | {"device_info": {
             **device_info, "attn_implementation": getattr(model.config, "_attn_implementation", None)}},
