@@ -6,7 +6,7 @@
 
 The digest covers every config key that can change a number; results.UNHASHED_KEYS lists the
 ones left out (where the run writes, W&B, the progress bar, how often it checkpoints, whether
-checkpoints are kept). So two runs with different configs (``method.lr=1e-4`` vs ``1e-2``,
+checkpoints are kept, how often it logs, pinned host memory). So two runs with different configs (``method.lr=1e-4`` vs ``1e-2``,
 ``debug=default`` vs a real run) never share a folder, the same config always lands in the
 same folder (a relaunched sweep finds its finished runs), and the path stays readable. The
 resolved config is in each folder (``.hydra/config.yaml``, and ``config`` in result.json).
