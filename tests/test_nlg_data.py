@@ -1,23 +1,31 @@
 """E2E and WebNLG loaders: counts from the official files, grouping by input, the hub layouts
-(read from local folders in the hub's format) giving the same rows, and the errors a user can hit."""
+(read from local folders in the hub's format) giving the same rows, the release route (served
+from 127.0.0.1) when the Hub route fails, and the errors a user can hit."""
 
 from __future__ import annotations
 
 import csv
+import functools
+import hashlib
+import http.server
+import logging
 import random
 import re
+import threading
 import xml.etree.ElementTree as ET
+import zipfile
 from pathlib import Path
 
 import datasets
 import pytest
 
-from autolora_exp.data import nlg
+from autolora_exp.data import hub_datasets, nlg, release
 from autolora_exp.data.hub_datasets import PARQUET_EXPORT_REVISION
+from autolora_exp.data.source import source_of
 from autolora_exp.data.nlg import (linearize_mr, linearize_triples, load_e2e,
                                    load_webnlg)
 from autolora_exp.errors import AssetMissingError, UserError
-from autolora_exp.pipeline import split_for_search
+from autolora_exp.pipeline import split_for_search, split_record
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +147,8 @@ def test_e2e_hub_parquet_export_equals_local_files(e2e_dir, tmp_path, hf_cache):
     for split in nlg.SPLITS:
         assert from_hub[split].to_dict() == from_files[split].to_dict()
         assert len(from_hub[split]) == 300
+    assert source_of(from_hub, "train") == {"route": "hub", "id": str(hub)}
+    assert split_record(from_files)["test"]["source"] == {"route": "data_dir", "path": str(local / "testset_w_refs.csv")}
 
 
 # The hub's web_nlg schema (dataset_infos: Sequence of structs), as datasets >= 4 reads it: a
@@ -216,6 +226,131 @@ def test_hub_struct_columns_as_lists_of_dicts_are_read_too():
     entry = nlg._hub_entry(row, "hub")
     assert entry.triples == ("A | p | B", "A | q | C") and entry.eid_number == 7
     assert entry.lexicalisations == (("good", "A p B, q C."), ("toFix", "x"))
+
+
+# ---- release route: the files the hub's loading scripts download, served from 127.0.0.1 -------
+@pytest.fixture
+def serve(tmp_path):
+    """``serve(folder)`` -> the base URL of a local HTTP server for ``folder``; the server is shut
+    down at the end of the test, and stops by itself after 120 s whatever happens."""
+    servers = []
+
+    def _serve(folder: Path) -> str:
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+        handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Timer(120, server.shutdown).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/"
+
+    yield _serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def release_env(monkeypatch, hf_cache):
+    """The Hub out of reach (HF_HUB_OFFLINE), plain downloads allowed (HF_DATASETS_OFFLINE unset)."""
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def e2e_release(e2e_dir, tmp_path):
+    """The three release CSV files, cut to 200 rows each, and their digests."""
+    folder = tmp_path / "e2e-release"
+    folder.mkdir()
+    for name in nlg.E2E_FILES.values():
+        lines = (e2e_dir / name).read_text(encoding="utf-8").splitlines(keepends=True)
+        rows = list(csv.reader(lines))[:201]
+        with (folder / name).open("w", encoding="utf-8", newline="") as f:
+            csv.writer(f).writerows(rows)
+    return folder, {name: _sha256(folder / name) for name in nlg.E2E_FILES.values()}
+
+
+def test_e2e_release_route_when_the_hub_route_fails(e2e_release, serve, release_env, monkeypatch, caplog):
+    folder, digests = e2e_release
+    url = serve(folder)
+    with caplog.at_level(logging.INFO, logger="autolora_exp"):
+        data = load_e2e(hub_id="autolora-exp-tests/no-such-e2e", release_url=url, release_sha256=digests)
+    expected = load_e2e(data_dir=folder)
+    for split in nlg.SPLITS:
+        assert data[split].to_dict() == expected[split].to_dict()
+        assert len(data[split]) == 200
+    assert split_record(data)["validation"]["source"] == {"route": "release", "url": url + "devset.csv",
+                                                          "sha256": digests["devset.csv"]}
+    route_lines = [r.getMessage() for r in caplog.records if "route" in r.getMessage()]
+    assert route_lines == [f"E2E data: release route, 3 files under {url}; SHA-256 checked; the Hub route "
+                           "failed (AssetMissingError)"]
+    cached = sorted(p.name for p in release.cache_root().glob("*/*"))
+    assert cached == sorted(digests)
+    # cached: a second load needs no network (downloads forbidden, server gone)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    again = load_e2e(hub_id="autolora-exp-tests/no-such-e2e", release_url="http://127.0.0.1:9/", release_sha256=digests)
+    assert again["train"].to_dict() == data["train"].to_dict()
+
+
+def test_release_route_after_a_reachable_hub_without_parquet_export(e2e_release, serve, release_env, monkeypatch):
+    """The case of the issue: the Hub answers, the repository has a loading script and no parquet export."""
+    folder, digests = e2e_release
+    calls = []
+
+    def fake_load_dataset(path, name=None, revision=None, **kwargs):
+        calls.append(revision)
+        if revision is None:
+            raise RuntimeError("Dataset scripts are no longer supported, but found e2e_nlg.py")
+        raise FileNotFoundError(f"Revision '{revision}' does not exist for dataset {path}")
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub_datasets, "hub_reachable", lambda: True)
+    data = load_e2e(release_url=serve(folder), release_sha256=digests)
+    assert calls == [None, PARQUET_EXPORT_REVISION]
+    assert source_of(data, "test")["route"] == "release" and len(data["test"]) == 200
+
+
+def test_webnlg_release_zip_route(webnlg, webnlg_dir, tmp_path, serve, release_env):
+    """A zip in the layout of web_nlg.py's archive (one top folder holding webnlg_challenge_2017/)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    archive = site / "webnlg-dataset-test.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        for path in sorted(webnlg_dir.rglob("*.xml")):
+            zf.write(path, f"webnlg-dataset-test/webnlg_challenge_2017/{path.relative_to(webnlg_dir)}")
+    url = serve(site) + archive.name
+    data = load_webnlg(hub_id="autolora-exp-tests/no-such-webnlg", release_url=url, release_sha256=_sha256(archive))
+    for split in nlg.SPLITS:
+        assert data[split].to_dict() == webnlg[split].to_dict()
+        assert source_of(data, split) == {"route": "release", "url": url, "sha256": _sha256(archive)}
+
+
+def test_wrong_checksum_is_one_line_and_caches_nothing(e2e_release, serve, release_env):
+    folder, digests = e2e_release
+    url = serve(folder)
+    wrong = dict(digests, **{"trainset.csv": "0" * 64})
+    with pytest.raises(release.ChecksumMismatchError) as err:
+        load_e2e(hub_id="autolora-exp-tests/no-such-e2e", release_url=url, release_sha256=wrong)
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"{url}trainset.csv" in message and "0" * 64 in message and digests["trainset.csv"] in message
+    assert not (release.cache_root() / ("0" * 64)).exists()
+    assert not list(release.cache_root().rglob("trainset.csv*"))
+
+
+def test_release_route_offline_and_uncached_names_both_routes(release_env, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(AssetMissingError) as err:
+        load_webnlg(hub_id="autolora-exp-tests/no-such-webnlg")
+    message = str(err.value)
+    assert "\n" not in message
+    assert nlg.WEBNLG_RELEASE_URL in message and "HF_DATASETS_OFFLINE" in message
+    assert "Hub" in message and "task.data_dir" in message
 
 
 # ---- errors ------------------------------------------------------------------------------------

@@ -17,6 +17,11 @@ from urllib.parse import urlparse
 log = logging.getLogger(__name__)
 
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+#: the switches set when the hub is unreachable. Not HF_DATASETS_OFFLINE: ``datasets`` 5 derives
+#: its hub switch from HF_HUB_OFFLINE, and HF_DATASETS_OFFLINE stays the user's "no network at
+#: all", which also stops the release downloads of :mod:`autolora_exp.data.release` (GitHub,
+#: GitLab: reachable where the hub is not, e.g. behind a firewall that blocks only the hub)
+HUB_OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
 def hub_reachable(endpoint: str | None = None, timeout: float = 2.0) -> bool:
@@ -39,7 +44,7 @@ def configure_offline_mode() -> bool:
         return True
     if hub_reachable():
         return False
-    for var in OFFLINE_VARS:
+    for var in HUB_OFFLINE_VARS:
         os.environ[var] = "1"
     log.info("Hugging Face hub unreachable: offline mode (only cached or local models and data)")
     return True

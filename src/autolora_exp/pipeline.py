@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from autolora_exp import results
 from autolora_exp.atomic import WriteError, atomic_write_json
 from autolora_exp.checkpoint import Checkpointer, checkpoint_schedule
+from autolora_exp.data.source import source_of
 from autolora_exp.data.split import ids_hash, split_held_out
 from autolora_exp.device import describe_device, device_line, resolve_device, sweep_job_index
 from autolora_exp.errors import UserError
@@ -154,7 +155,14 @@ def check_labels(data: Any, task_cfg: DictConfig) -> None:
 
 
 def split_record(data: Any) -> dict[str, dict[str, Any]]:
-    return {split: {"n": len(ds), "ids_sha256": ids_hash(ds["idx"])} for split, ds in data.items()}
+    """Per split: row count, hash of the row ids, and the route the rows came from where the
+    loader records one (:mod:`autolora_exp.data.source`)."""
+    records = {}
+    for split, ds in data.items():
+        records[split] = {"n": len(ds), "ids_sha256": ids_hash(ds["idx"])}
+        if (source := source_of(data, split)) is not None:
+            records[split]["source"] = source
+    return records
 
 
 def split_for_search(train: Any, seed: int, val_fraction: float = 0.5) -> tuple[Any, Any]:

@@ -14,7 +14,7 @@ Schema (``schema_version`` 1)::
     phases        {phase: {"wall_s", "cpu_s", "attempts", "peak_mem_mb" | "peak_rss_mb", ...}}
                   (data, search, train, test): seconds summed over every attempt of a resumed
                   run, ``attempts`` = how many attempts ran the phase (pipeline.PhaseTimer)
-    data          {split: {"n": int, "ids_sha256": str}}
+    data          {split: {"n": int, "ids_sha256": str, "source": {"route": ...} (E2E, WebNLG)}}
     env           package versions, device, git commit
     created       ISO time
 

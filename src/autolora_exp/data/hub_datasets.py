@@ -22,6 +22,11 @@ from autolora_exp.hub import hub_reachable
 PARQUET_EXPORT_REVISION = "refs/convert/parquet"
 
 
+class HubLoadError(UserError):
+    """The Hub was reachable but the dataset could not be loaded from it (no such repository, a
+    script-based repository without a parquet export, an HTTP error)."""
+
+
 @contextmanager
 def offline_mode(enabled: bool) -> Iterator[None]:
     """Turn on huggingface_hub's and datasets' offline flags for the duration of one load.
@@ -47,6 +52,8 @@ def load_hub_dataset(hub_id: str, config: str | None, what: str, local_hint: str
     A local folder in a hub repository's layout (a mirror, a test fixture) is read directly
     (``<folder>/<config>/`` when present). Offline or with the Hub unreachable only the local
     cache is tried; a repository that ships a loading script is read from its parquet export.
+    The Hub route failing is an :class:`AssetMissingError` (offline, not cached) or a
+    :class:`HubLoadError`; a bad local folder is a plain :class:`UserError`.
     """
     if os.path.isdir(hub_id):
         kwargs = {"data_dir": config} if config and (Path(hub_id) / config).is_dir() else {}
@@ -72,5 +79,5 @@ def load_hub_dataset(hub_id: str, config: str | None, what: str, local_hint: str
             raise AssetMissingError(
                 f"{what} data {hub_id!r} is not in the Hugging Face cache and the Hub is offline or "
                 f"unreachable; pass {local_hint} (the official files) instead") from None
-        raise UserError(f"{what} data {hub_id!r} could not be loaded from the Hub ({type(err).__name__}: {err}); "
+        raise HubLoadError(f"{what} data {hub_id!r} could not be loaded from the Hub ({type(err).__name__}: {err}); "
                         f"pass {local_hint} instead") from None

@@ -25,13 +25,26 @@ Linearisation (the input side of the microsoft/LoRA GPT-2 recipe, :func:`lineari
   whose ``comment`` is ``good`` are used (train drops 77 ``toFix`` texts and so 5 inputs, dev
   10 and 1; every test text is ``good``).
 
-Sources: the hub datasets (``tuetschek/e2e_nlg``; ``webnlg-challenge/web_nlg`` config
-``webnlg_challenge_2017``, whose test split is filtered to ``testdata_with_lex``, the full
-challenge test set), or ``data_dir`` with the official files (E2E: ``trainset.csv``,
-``devset.csv``, ``testset_w_refs.csv``; WebNLG: the challenge's ``train/``, ``dev/`` XML trees and
-``test/testdata_with_lex.xml``). Both hub repositories still ship a loading script, which
-``datasets`` >= 4 no longer runs; they are then read from the Hub's parquet export
-(``refs/convert/parquet``), which holds the same rows.
+Sources (routes), tried in this order when ``data_dir`` is not given:
+
+1. ``hub``: the hub datasets (``tuetschek/e2e_nlg``; ``webnlg-challenge/web_nlg`` config
+   ``webnlg_challenge_2017``, whose test split is filtered to ``testdata_with_lex``, the full
+   challenge test set). Both hub repositories still ship a loading script, which ``datasets`` >= 4
+   no longer runs; they are then read from the Hub's parquet export (``refs/convert/parquet``),
+   which holds the same rows, where the Hub has one.
+2. ``release``: when the Hub route fails, the official release files that those loading scripts
+   download (huggingface/datasets ``datasets/e2e_nlg/e2e_nlg.py`` ``_URL``/``_URLS``: three CSV
+   files of ``tuetschek/e2e-dataset``; ``datasets/web_nlg/web_nlg.py`` ``_URL``: the GitLab zip of
+   ``shimorina/webnlg-dataset`` at commit 587fa69), checked against the SHA-256 digests in those
+   scripts' ``dataset_infos.json`` (``download_checksums``) and cached
+   (:mod:`autolora_exp.data.release`). The E2E digests are also those of the files in
+   ``../shared/data/e2e/SHA256SUMS`` (the v1.0.0 release, byte-identical by git blob id).
+3. ``data_dir`` (given explicitly): the official files (E2E: ``trainset.csv``, ``devset.csv``,
+   ``testset_w_refs.csv``; WebNLG: the challenge's ``train/``, ``dev/`` XML trees and
+   ``test/testdata_with_lex.xml``).
+
+The route used is logged in one line and recorded per split in result.json
+(:mod:`autolora_exp.data.source`).
 
 Row order: E2E keeps the files' row order (the hub loader reads the same CSV files in order).
 WebNLG entries are ordered by entry id where ids are unique in the split (the test file), else
@@ -53,8 +66,10 @@ from typing import Any
 
 import datasets
 
-from autolora_exp.data.hub_datasets import load_hub_dataset
-from autolora_exp.errors import UserError
+from autolora_exp.data import release
+from autolora_exp.data.hub_datasets import HubLoadError, load_hub_dataset
+from autolora_exp.data.source import with_source
+from autolora_exp.errors import AssetMissingError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +112,15 @@ def build_split(pairs: Iterable[tuple[str, str]], where: str) -> datasets.Datase
 # E2E
 E2E_FILES = {"train": "trainset.csv", "validation": "devset.csv", "test": "testset_w_refs.csv"}
 E2E_HUB_COLUMNS = ("meaning_representation", "human_reference")
+#: the release route (module docstring): e2e_nlg.py's ``_URL`` and the digests of its
+#: dataset_infos.json, which equal ../shared/data/e2e/SHA256SUMS
+E2E_RELEASE_URL = "https://raw.githubusercontent.com/tuetschek/e2e-dataset/master/"
+E2E_RELEASE_SHA256 = {
+    "trainset.csv": "f27d48df45815288ab15619d47a79028c300fbb7f42e373668aba0b98c1d57c6",
+    "devset.csv": "fc26b78cdb849c80545f513b223d1e051138b43882eeb79e3eb153e689c864f9",
+    "testset_w_refs.csv": "edc8db685e39bb9824d5bd70c18b1c9b0412d14b527aa960e2d1c8251ee15ccd",
+}
+E2E_HINT = "task.data_dir=<folder with trainset.csv, devset.csv, testset_w_refs.csv>"
 _MR_SLOT = re.compile(r"\s*([^,\[\]]+?)\s*\[([^\]]*)\]\s*(?:,|$)")
 
 
@@ -113,19 +137,29 @@ def linearize_mr(mr: str) -> str:
     return " | ".join(slots)
 
 
-def load_e2e(data_dir: str | os.PathLike | None = None, hub_id: str = "tuetschek/e2e_nlg") -> datasets.DatasetDict:
+def load_e2e(data_dir: str | os.PathLike | None = None, hub_id: str = "tuetschek/e2e_nlg",
+             release_url: str = E2E_RELEASE_URL,
+             release_sha256: Mapping[str, str] = E2E_RELEASE_SHA256) -> datasets.DatasetDict:
     """E2E NLG (Novikova et al., 2017): train 42,061 rows (4,862 inputs), validation 4,672 (547),
-    test 4,693 (630). ``data_dir``: a folder with the official CSV files; else ``hub_id``."""
+    test 4,693 (630). ``data_dir``: a folder with the official CSV files; else ``hub_id``, and
+    when the Hub route fails the release files ``release_url`` + file name, pinned by
+    ``release_sha256`` ({file name: SHA-256})."""
     if data_dir is not None:
         root = Path(data_dir)
         missing = [f for f in E2E_FILES.values() if not (root / f).is_file()]
         if missing:
             raise UserError(f"E2E data_dir {str(root)!r} lacks {missing}; expected the official release files "
                             f"{', '.join(E2E_FILES.values())}")
-        return datasets.DatasetDict({split: build_split(_read_e2e_csv(root / name), str(root / name))
-                                     for split, name in E2E_FILES.items()})
-    raw = load_hub_dataset(hub_id, None, "E2E", "task.data_dir=<folder with trainset.csv, devset.csv, "
-                                                "testset_w_refs.csv>")
+        return _e2e_from_csv({split: root / name for split, name in E2E_FILES.items()},
+                             {split: {"route": "data_dir", "path": str(root / name)} for split, name in E2E_FILES.items()})
+    try:
+        raw = load_hub_dataset(hub_id, None, "E2E", E2E_HINT)
+    except (AssetMissingError, HubLoadError) as hub_error:
+        files = {split: release.ReleaseFile(release_url.rstrip("/") + "/" + name, release_sha256[name])
+                 for split, name in E2E_FILES.items()}
+        paths = _fetch_release(files, "E2E", hub_error)
+        return _e2e_from_csv(paths, {split: {"route": "release", "url": f.url, "sha256": f.sha256}
+                                     for split, f in files.items()}, _hub_failed_note(hub_error))
     out = {}
     for split in SPLITS:
         ds = _hub_split(raw, split, hub_id)
@@ -134,7 +168,13 @@ def load_e2e(data_dir: str | os.PathLike | None = None, hub_id: str = "tuetschek
             raise UserError(f"{hub_id} {split} lacks columns {missing}; expected {list(E2E_HUB_COLUMNS)}")
         mrs, refs = ds[E2E_HUB_COLUMNS[0]], ds[E2E_HUB_COLUMNS[1]]
         out[split] = build_split(((linearize_mr(m), r) for m, r in zip(mrs, refs)), f"{hub_id}/{split}")
-    return datasets.DatasetDict(out)
+    return with_source(datasets.DatasetDict(out), "E2E", {split: {"route": "hub", "id": hub_id} for split in SPLITS})
+
+
+def _e2e_from_csv(paths: Mapping[str, Path], sources: Mapping[str, Mapping[str, Any]],
+                  note: str = "") -> datasets.DatasetDict:
+    data = datasets.DatasetDict({split: build_split(_read_e2e_csv(path), str(path)) for split, path in paths.items()})
+    return with_source(data, "E2E", sources, note)
 
 
 def _read_e2e_csv(path: Path) -> list[tuple[str, str]]:
@@ -152,6 +192,13 @@ WEBNLG_TEST_FILE = "test/testdata_with_lex.xml"
 #: the hub test split's ``test_category`` of the full challenge test set (the other two values
 #: are its unseen-category subset and the same inputs without references)
 WEBNLG_HUB_TEST_CATEGORY = "testdata_with_lex"
+#: the release route (module docstring): web_nlg.py's ``_URL`` (webnlg-dataset at commit
+#: 587fa69, which holds ``webnlg_challenge_2017/`` under one top folder) and its
+#: dataset_infos.json digest (25,499,351 bytes). Not checked against the real file here (no copy
+#: of that zip was at hand); ../shared/data/webnlg holds the same 107 challenge files from mirrors.
+WEBNLG_RELEASE_URL = ("https://gitlab.com/shimorina/webnlg-dataset/-/archive/587fa698bec705efbefe72a235a6019c2b9b8b6c/"
+                      "webnlg-dataset-587fa698bec705efbefe72a235a6019c2b9b8b6c.zip")
+WEBNLG_RELEASE_SHA256 = "d6837063d6ef2a2e05418c1511f989c85fd9fffd21f5bd04bc5b34886f24c94e"
 
 
 @dataclass(frozen=True)
@@ -188,21 +235,37 @@ def load_webnlg(
     hub_id: str = "webnlg-challenge/web_nlg",
     config: str = WEBNLG_FOLDER,
     comments: Sequence[str] = ("good",),
+    release_url: str = WEBNLG_RELEASE_URL,
+    release_sha256: str = WEBNLG_RELEASE_SHA256,
 ) -> datasets.DatasetDict:
     """WebNLG 2017 challenge: one row per kept lexicalisation of every entry.
 
     ``data_dir``: the challenge folder (``train/``, ``dev/``, ``test/``) or a folder holding it
     as ``webnlg_challenge_2017/``; else ``hub_id`` (config ``config``). ``comments``: the
-    lexicalisation comments kept (microsoft/LoRA: ``good`` only).
+    lexicalisation comments kept (microsoft/LoRA: ``good`` only). When the Hub route fails:
+    the release zip ``release_url``, pinned by ``release_sha256``.
     """
     keep = tuple(comments)
+    note = ""
     if data_dir is not None:
         entries = _read_webnlg_dir(Path(data_dir))
+        sources = {split: {"route": "data_dir", "path": str(data_dir)} for split in SPLITS}
     else:
-        raw = load_hub_dataset(hub_id, config, "WebNLG", "task.data_dir=<folder with the webnlg_challenge_2017 XML>")
-        entries = {split: [_hub_entry(row, hub_id) for row in _hub_split(raw, split, hub_id)
-                           if split != "test" or row.get("test_category") in (None, WEBNLG_HUB_TEST_CATEGORY)]
-                   for split in SPLITS}
+        hint = "task.data_dir=<folder with the webnlg_challenge_2017 XML>"
+        try:
+            raw = load_hub_dataset(hub_id, config, "WebNLG", hint)
+        except (AssetMissingError, HubLoadError) as hub_error:
+            archive = release.ReleaseFile(release_url, release_sha256)
+            folder = release.unpacked(_fetch_release({"all": archive}, "WebNLG", hub_error)["all"])
+            tops = [p for p in folder.iterdir() if p.is_dir()]
+            entries = _read_webnlg_dir(tops[0] if len(tops) == 1 else folder)
+            sources = {split: {"route": "release", "url": archive.url, "sha256": archive.sha256} for split in SPLITS}
+            note = _hub_failed_note(hub_error)
+        else:
+            entries = {split: [_hub_entry(row, hub_id) for row in _hub_split(raw, split, hub_id)
+                               if split != "test" or row.get("test_category") in (None, WEBNLG_HUB_TEST_CATEGORY)]
+                       for split in SPLITS}
+            sources = {split: {"route": "hub", "id": hub_id, "config": config} for split in SPLITS}
     out = {}
     for split, split_entries in entries.items():
         ordered = _canonical_order(split_entries)
@@ -213,7 +276,7 @@ def load_webnlg(
             log.info("WebNLG %s: %d of %d entries have no %s lexicalisation and are left out",
                      split, dropped, len(ordered), "/".join(keep))
         out[split] = build_split(pairs, f"WebNLG {split}")
-    return datasets.DatasetDict(out)
+    return with_source(datasets.DatasetDict(out), "WebNLG", sources, note)
 
 
 def _canonical_order(entries: list[WebNLGEntry]) -> list[WebNLGEntry]:
@@ -275,7 +338,21 @@ def _column(value: Any, key: str) -> list:
 
 
 # ---------------------------------------------------------------------------------------------
-# hub
+# hub and release routes
+def _fetch_release(files: Mapping[str, release.ReleaseFile], what: str, hub_error: Exception) -> dict[str, Path]:
+    """Each release file, checked and cached; a failed download names the Hub route's failure too."""
+    try:
+        return {key: release.fetch(file, what) for key, file in files.items()}
+    except release.ChecksumMismatchError:
+        raise
+    except AssetMissingError as err:
+        raise AssetMissingError(f"{err}; before that the Hub route failed: {hub_error}") from None
+
+
+def _hub_failed_note(hub_error: Exception) -> str:
+    return f"SHA-256 checked; the Hub route failed ({type(hub_error).__name__})"
+
+
 def _hub_split(raw: datasets.DatasetDict, split: str, hub_id: str) -> datasets.Dataset:
     aliases = {"validation": ("validation", "dev", "valid")}.get(split, (split,))
     for name in aliases:
