@@ -216,6 +216,7 @@ def test_bad_corpus_is_a_value_error(metric, hyps, refs, message):
 @pytest.mark.parametrize("metric, needs", [(e2e_metrics, "ROUGE-L and CIDEr"), (webnlg_metrics, "METEOR")])
 def test_missing_java_is_a_user_error_naming_it(metric, needs, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no java on PATH
+    monkeypatch.delenv("JAVA_HOME", raising=False)
     with pytest.raises(UserError, match="java not found on PATH") as err:
         metric(["the cat sat on the mat"], [["the cat sat on the mat"]])
     assert needs in str(err.value)

@@ -3,13 +3,17 @@ ranks, every method on both tasks; and the packaged SmolLM2 as a real causal LM 
 
 from __future__ import annotations
 
+import functools
 import json
+import shutil
 import subprocess
 import sys
 
 import pytest
 
 from autolora_exp import results
+from autolora_exp.errors import UserError
+from autolora_exp.metrics.nlg.java import check_java_for
 from autolora_exp.metrics.nlg.mteval import corpus_bleu_13a
 from autolora_exp.pipeline import run
 from conftest import REPO, SHARED_DATA, compose
@@ -148,3 +152,48 @@ def test_smollm2_from_its_package_generates_and_trains(tmp_path):
     # two steps teach nothing yet (LoRA starts at B = 0): the instruct model may answer the
     # unfamiliar prompt with an empty line, so only the files' shape is checked here
     check_predictions(out_dir, "test", result["metrics"]["test"]["n_inputs"])
+
+
+# ---- Java, needed by METEOR 1.5 and the PTB tokenizer, is checked at setup ---------------------
+@pytest.mark.parametrize("task", ["e2e", "webnlg"])
+def test_missing_java_stops_the_run_at_setup(task, tmp_path, monkeypatch):
+    """PATH and JAVA_HOME point at nothing: one line naming the task, what needs Java and the fix,
+    raised before any data is read (failed.json's phase is setup, no phase was timed)."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-jdk"))
+    out = tmp_path / "run"
+    with pytest.raises(UserError) as err:
+        run(compose(tiny(task, quick=False), out))
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"task '{task}'" in message and "java not found on PATH" in message and "JAVA_HOME" in message
+    assert "METEOR" in message and "install a Java runtime" in message
+    failed = json.loads((out / results.FAILED_FILE).read_text())
+    assert failed["phase"] == "setup"
+
+
+def test_broken_java_is_caught_at_setup_too(tmp_path, monkeypatch):
+    """A ``java`` that does not run (e.g. a launcher stub without a JDK) fails the same way."""
+    jdk = tmp_path / "jdk"
+    (jdk / "bin").mkdir(parents=True)
+    stub = jdk / "bin" / "java"
+    stub.write_text("#!/bin/sh\necho 'No Java runtime present' >&2\nexit 1\n")
+    stub.chmod(0o755)
+    monkeypatch.setenv("JAVA_HOME", str(jdk))
+    with pytest.raises(UserError, match=r"java -version failed \(exit 1: No Java runtime present\)"):
+        run(compose(tiny("e2e", quick=False), tmp_path / "run"))
+
+
+def test_metrics_without_java_are_not_checked(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    assert check_java_for(quick_bleu, "task 'e2e'") is None
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="no java here")
+def test_working_java_passes_the_setup_check():
+    from autolora_exp.metrics.nlg import e2e_metrics
+
+    assert "version" in check_java_for(functools.partial(e2e_metrics), "task 'e2e'")

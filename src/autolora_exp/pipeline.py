@@ -38,6 +38,7 @@ from autolora_exp.data.split import ids_hash, split_held_out
 from autolora_exp.device import describe_device, device_line, resolve_device, sweep_job_index
 from autolora_exp.errors import UserError
 from autolora_exp.kinds import TaskKind, make_kind
+from autolora_exp.metrics.nlg.java import check_java_for
 from autolora_exp.methods.base import SearchContext
 from autolora_exp.models import check_head_modules, count_parameters, load_backbone, load_tokenizer
 from autolora_exp.precision import Precision, allow_tf32, check_precision, check_search_precision
@@ -319,11 +320,14 @@ def _run(cfg: DictConfig, config: dict[str, Any], digest: str, output_dir: Path,
     def checkpointer(phase: str) -> Checkpointer:
         return Checkpointer(output_dir / CHECKPOINT_DIR, phase, config_hash=digest, **schedule)
 
+    metric = instantiate(task_cfg.metric)
+    if (java := check_java_for(metric, f"task '{task_cfg.name}'")) is not None:  # before any data or training
+        log.debug("java for the metrics: %s", java)
     with timer("data"):
         data = load_task_data(task_cfg, cfg.seed)
         check_labels(data, task_cfg)
         tokenizer = load_tokenizer(model_cfg, task_cfg.kind)
-        kind = make_kind(task_cfg, tokenizer, instantiate(task_cfg.metric))
+        kind = make_kind(task_cfg, tokenizer, metric)
         encoded = {split: kind.encode(split, ds) for split, ds in data.items()}
 
     pin_memory = device.type == "cuda" if cfg.train.pin_memory is None else cfg.train.pin_memory

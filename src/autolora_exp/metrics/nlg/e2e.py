@@ -16,12 +16,13 @@ from collections.abc import Sequence
 
 from .coco import coco_caption_scores
 from .inputs import check_corpus
-from .java import java_executable
+from .java import java_executable, needs_java
 from .mteval import corpus_bleu_13a, corpus_nist
 
 E2E_METRICS = ("bleu", "nist", "meteor", "rouge_l", "cider")
 
 
+@needs_java
 def e2e_metrics(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
     """``{"bleu", "nist", "meteor", "rouge_l", "cider"}`` of one system output on the E2E data.
 

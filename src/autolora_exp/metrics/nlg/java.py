@@ -3,14 +3,21 @@
 METEOR 1.5 (``meteor-1.5.jar`` with its English paraphrase table) and the Stanford PTB
 tokenizer (``stanford-corenlp-3.4.1.jar``) are Java programs; the official scripts spawn them
 the same way.
+
+Metrics that run them are marked with :func:`needs_java`; the pipeline calls
+:func:`check_java_for` at setup, so a missing or broken Java stops the run before the data and
+the model are loaded, not at the first evaluation after an epoch of training.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import shutil
 import subprocess
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 from autolora_exp.errors import UserError
 
@@ -20,17 +27,65 @@ JAVA_METRICS = "METEOR (E2E and WebNLG) and the PTB tokenisation behind E2E ROUG
 # The default charset of Java 17 follows the locale (ASCII under LANG=C); the official runs
 # read and wrote UTF-8, so pin it rather than inherit the caller's locale.
 JAVA_OPTIONS = ("-Dfile.encoding=UTF-8",)
+JAVA_FIX = ("install a Java runtime (e.g. apt-get install default-jre-headless, or `module load java` on a cluster) "
+            "or set JAVA_HOME to one")
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def java_executable() -> str:
-    """Path of ``java`` on PATH, or a :class:`UserError` naming what needs it."""
+    """``$JAVA_HOME/bin/java`` when JAVA_HOME names a Java installation, else ``java`` on PATH;
+    a :class:`UserError` naming what needs it when there is neither."""
+    home = os.environ.get("JAVA_HOME")
+    if home:
+        candidate = Path(home) / "bin" / "java"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
     java = shutil.which("java")
     if java is None:
-        raise UserError(
-            f"java not found on PATH: {JAVA_METRICS} run the METEOR 1.5 and Stanford PTB jars; "
-            "install a Java runtime (e.g. apt-get install default-jre-headless)"
-        )
+        also = f", and JAVA_HOME={home} has no bin/java" if home else ""
+        raise UserError(f"java not found on PATH{also}: {JAVA_METRICS} run the METEOR 1.5 and Stanford PTB jars; "
+                        f"{JAVA_FIX}")
     return java
+
+
+@functools.cache
+def java_version(java: str) -> str:
+    """The first line ``java -version`` prints (e.g. ``openjdk version "17.0.13" 2024-10-15``);
+    a :class:`UserError` when that program does not run."""
+    try:
+        proc = subprocess.run([java, "-version"], stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise UserError(f"{java} does not run ({type(err).__name__}: {err}): {JAVA_METRICS} need it; {JAVA_FIX}") from None
+    text = (proc.stderr or proc.stdout).decode("utf-8", "replace").strip()
+    if proc.returncode != 0:
+        tail = " ".join(text.split())[-300:]
+        raise UserError(f"{java} -version failed (exit {proc.returncode}: {tail}): {JAVA_METRICS} need a working "
+                        f"Java; {JAVA_FIX}")
+    return text.splitlines()[0] if text else "java (version not printed)"
+
+
+def needs_java(metric: F) -> F:
+    """Mark a metric that runs the Java programs (see :func:`check_java_for`)."""
+    metric.needs_java = True  # type: ignore[attr-defined]
+    return metric
+
+
+def check_java_for(metric: Callable[..., Any], user: str) -> str | None:
+    """At setup: when ``metric`` (or the function of a ``functools.partial``) is marked with
+    :func:`needs_java`, check that Java runs and that the jars are installed; returns the Java
+    version line (``None`` for a metric without Java). Errors are one line naming ``user``."""
+    func = metric.func if isinstance(metric, functools.partial) else metric
+    if not getattr(func, "needs_java", False):
+        return None
+    try:
+        java = java_executable()
+        version = java_version(java)
+        meteor_jar()
+        ptb_tokenizer_jar()
+    except UserError as err:
+        raise UserError(f"{user} is scored with Java programs: {err}") from None
+    return f"{version} ({java})"
 
 
 def _pycocoevalcap_dir() -> Path:

@@ -25,6 +25,7 @@ from autolora_exp.errors import UserError
 
 from .generationeval import generationeval_scores
 from .inputs import check_corpus
+from .java import needs_java
 
 # gpt2_decode.py --ref_num for WebNLG (and the -nr of eval.py).
 LORA_NUM_REFS = 6
@@ -46,6 +47,7 @@ def lora_reference_slots(references: Sequence[Sequence[str]], num_refs: int = LO
     return [[refs[k] if k < len(refs) else refs[0] for k in range(num_refs)] for refs in references]
 
 
+@needs_java
 def webnlg_metrics(
     hypotheses: Sequence[str], references: Sequence[Sequence[str]], *, num_refs: int = LORA_NUM_REFS
 ) -> dict[str, float]:
