@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from autolora_exp.preemption import stop_point, stop_requested
+from autolora_exp.progress import progress_bar
 
 _BLANK_LINE = re.compile(r"\n[^\S\n]*\n")
 
@@ -89,8 +90,9 @@ def stop_signal_criteria() -> Any:
 
 @torch.no_grad()
 def generate_texts(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence[int]], settings: Any,
-                   eos_id: int, pad_id: int, device: torch.device) -> list[str]:
-    """One hypothesis per prompt (token ids ending with the separator), in prompt order."""
+                   eos_id: int, pad_id: int, device: torch.device, desc: str = "decode") -> list[str]:
+    """One hypothesis per prompt (token ids ending with the separator), in prompt order;
+    progress is reported as ``desc`` (:mod:`autolora_exp.progress`)."""
     from transformers import GenerationConfig
 
     was_training = model.training
@@ -98,6 +100,7 @@ def generate_texts(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence[
     config = GenerationConfig(**generation_kwargs(settings, eos_id, pad_id))
     stopping = stop_signal_criteria()
     texts: list[str] = []
+    bar = progress_bar(total=len(prompts), desc=desc, unit="input", leave=False, dynamic_ncols=True)
     try:
         for start in range(0, len(prompts), settings.batch_size):
             chunk = prompts[start:start + settings.batch_size]
@@ -108,6 +111,8 @@ def generate_texts(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence[
             for row in out[:, input_ids.shape[1]:].tolist():
                 text = tokenizer.decode(until_eos(row, eos_id), skip_special_tokens=True)
                 texts.append(cut_hypothesis(text, settings.stop_at_blank_line))
+            bar.update(len(chunk))
     finally:
+        bar.close()
         model.train(was_training)
     return texts

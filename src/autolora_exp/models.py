@@ -7,6 +7,7 @@ cached fail at once with :class:`~autolora_exp.errors.AssetMissingError`.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from torch import nn
 
 from autolora_exp.errors import AssetMissingError, UserError
 from autolora_exp.fused_qkv import split_fused_qkv
+from autolora_exp.library_output import load_quietly
 
 PACKAGED_PREFIX = "packaged:"
 
@@ -81,11 +83,16 @@ def load_backbone(model_cfg: Any, tokenizer: Any, auto_class: str, head_kwargs: 
         model = auto.from_config(config, **attn)
     elif model_cfg.pretrained is not None:
         source = resolve_source(model_cfg.pretrained)
-        model = _from_pretrained(auto, source, "model", **head_kwargs, **attn)
+        model = load_quietly(functools.partial(_from_pretrained, auto, source, "model"), model_cfg.head_modules,
+                             f"model {model_cfg.name}", **head_kwargs, **attn)
     else:
         raise UserError(f"model '{model_cfg.name}' sets neither model.pretrained nor model.from_config")
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    if auto_class == "AutoModelForCausalLM" and getattr(model, "loss_type", "") is None:
+        # GPT-2's class name (GPT2LMHeadModel) names no loss: transformers then warns once and uses
+        # ForCausalLM (PreTrainedModel.loss_function); name that same loss here, without the warning
+        model.loss_type = "ForCausalLM"
     # targets such as ``c_attn.q`` name slices of GPT-2's fused q/k/v projection: split it so
     # that every method adapts the slices as ordinary linear layers (see autolora_exp.fused_qkv)
     split_fused_qkv(model, list(model_cfg.target_modules))

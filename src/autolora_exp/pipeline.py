@@ -30,7 +30,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from autolora_exp import results
+from autolora_exp import progress, results
 from autolora_exp.atomic import WriteError, atomic_write_json
 from autolora_exp.checkpoint import Checkpointer, checkpoint_schedule
 from autolora_exp.data.source import source_of
@@ -38,6 +38,7 @@ from autolora_exp.data.split import ids_hash, split_held_out
 from autolora_exp.device import describe_device, device_line, resolve_device, sweep_job_index
 from autolora_exp.errors import UserError
 from autolora_exp.kinds import TaskKind, make_kind
+from autolora_exp.library_output import quiet_libraries
 from autolora_exp.metrics.nlg.java import check_java_for
 from autolora_exp.methods.base import SearchContext
 from autolora_exp.models import check_head_modules, count_parameters, load_backbone, load_tokenizer
@@ -312,6 +313,8 @@ def setup_device(cfg: DictConfig) -> tuple[Precision, dict[str, Any]]:
 def _run(cfg: DictConfig, config: dict[str, Any], digest: str, output_dir: Path, timer: "PhaseTimer",
          tracker: Tracker, stop: StopSignal, precision: Precision, device_info: dict[str, Any]) -> dict[str, Any]:
     seed_everything(cfg.seed)
+    progress.configure(enabled=cfg.train.progress, every_s=cfg.train.log_every_s)
+    quiet_libraries()
     device = precision.device
     schedule = checkpoint_schedule(cfg.train)
     task_cfg, model_cfg = cfg.task, cfg.model

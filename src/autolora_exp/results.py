@@ -72,9 +72,9 @@ def now() -> str:
 
 
 #: config keys that do not change a run's numbers (left out of its hash)
-UNHASHED_KEYS = (("output_dir",), ("logger",), ("train", "progress"), ("train", "checkpoint_every"),
-                 ("train", "checkpoint_every_s"), ("train", "keep_checkpoints"), ("train", "log_every"),
-                 ("train", "pin_memory"))
+UNHASHED_KEYS = (("output_dir",), ("logger",), ("train", "progress"), ("train", "log_every_s"),
+                 ("train", "checkpoint_every"), ("train", "checkpoint_every_s"), ("train", "keep_checkpoints"),
+                 ("train", "log_every"), ("train", "pin_memory"))
 
 
 def config_hash(config: dict[str, Any]) -> str:

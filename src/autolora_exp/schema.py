@@ -112,7 +112,11 @@ class TrainConfig:
     group_by_length: bool = False
     #: read the loss back (progress bar, NaN check) every N steps
     log_every: int = 50
+    #: progress of training, search and decoding: a tqdm bar on a terminal, else (a SLURM file)
+    #: one plain line every ``log_every_s`` seconds (:mod:`autolora_exp.progress`), showing the
+    #: loss last read back (``log_every``)
     progress: bool = True
+    log_every_s: float = 30.0
     #: save a checkpoint every N steps (search and retrain); 0 = off (see checkpoint_every_s)
     checkpoint_every: int = 0
     #: save a checkpoint once this many seconds have passed since the last one (checked at every

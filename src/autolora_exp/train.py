@@ -24,12 +24,12 @@ from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from autolora_exp.checkpoint import Checkpointer, load_trainable_state, rng_state, set_rng_state, trainable_state
 from autolora_exp.methods.base import Method
 from autolora_exp.precision import Precision
 from autolora_exp.preemption import Preempted, StopSignal
+from autolora_exp.progress import progress_bar
 
 
 class NonFiniteLossError(RuntimeError):
@@ -192,7 +192,7 @@ def fit(
                                "n": losses.n, "rng": rng or rng_state(), "done": done})
 
     start = time.perf_counter() - result.wall_s
-    bar = tqdm(total=total, initial=step, desc=phase, disable=not train_cfg.progress, dynamic_ncols=True)
+    bar = progress_bar(total=total, initial=step, desc=phase, disable=not train_cfg.progress, dynamic_ncols=True)
     epochs = math.ceil(total / n_batches)
     first_epoch = len(result.epochs) + 1
     for epoch in range(first_epoch, epochs + 1):

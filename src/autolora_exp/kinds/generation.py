@@ -200,7 +200,8 @@ class CausalGeneration(TaskKind):
         config = getattr(model, "config", None)
         max_positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
         prompts = self.prompts([s for _, s, _ in inputs], max_positions, split)
-        hypotheses = generate_texts(model, self.tokenizer, prompts, self.settings, self.eos_id, self.pad_id, device)
+        hypotheses = generate_texts(model, self.tokenizer, prompts, self.settings, self.eos_id, self.pad_id, device,
+                                    desc=f"decode {split}")
         references = [refs for _, _, refs in inputs]
         scores: dict[str, Any] = {k: float(v) for k, v in self.metric(hypotheses, references).items()}
         scores["loss"] = self.loss(model, loader, device)

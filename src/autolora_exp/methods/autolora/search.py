@@ -32,7 +32,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from autolora_exp.checkpoint import Checkpointer, load_trainable_state, rng_state, set_rng_state, trainable_state
 from autolora_exp.errors import UserError
@@ -44,6 +43,7 @@ from autolora_exp.methods.autolora.layer import (alphas, selection_layers, selec
 from autolora_exp.methods.autolora.threshold import resolve_threshold, threshold_ranks
 from autolora_exp.precision import Precision, check_search_precision
 from autolora_exp.preemption import StopSignal
+from autolora_exp.progress import progress_bar
 from autolora_exp.train import NonFiniteLossError, epoch_batches
 
 
@@ -396,7 +396,7 @@ def search(
         log(0)
     val_batches = _cycle(d_val_loader, skip=val_used)
     start = time.perf_counter() - elapsed
-    with tqdm(total=total, initial=step, desc="autolora search", disable=not progress, dynamic_ncols=True) as bar:
+    with progress_bar(total=total, initial=step, desc="autolora search", disable=not progress, dynamic_ncols=True) as bar:
         while step < total and converged_at is None:
             epoch = step // n_tr + 1
             for tr_batch in epoch_batches(d_tr_loader, epoch, skip=step - (epoch - 1) * n_tr):
