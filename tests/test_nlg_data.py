@@ -343,6 +343,17 @@ def test_wrong_checksum_is_one_line_and_caches_nothing(e2e_release, serve, relea
     assert not list(release.cache_root().rglob("trainset.csv*"))
 
 
+def test_failed_download_names_the_url_and_the_hub_failure(tmp_path, serve, release_env):
+    url = serve(tmp_path)  # an empty folder: every file is a 404
+    with pytest.raises(AssetMissingError) as err:
+        load_e2e(hub_id="autolora-exp-tests/no-such-e2e", release_url=url)
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"could not download {url}trainset.csv (HTTPError: File not found)" in message
+    assert "before that the Hub route failed" in message and "task.data_dir" in message
+    assert not release.cache_root().exists() or not list(release.cache_root().iterdir())
+
+
 def test_release_route_offline_and_uncached_names_both_routes(release_env, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(AssetMissingError) as err:

@@ -18,11 +18,11 @@ and these files come from GitHub/GitLab.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import shutil
 import tempfile
-import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass
@@ -104,13 +104,15 @@ def fetch(file: ReleaseFile, what: str) -> Path:
             raise ChecksumMismatchError(f"{what}: checksum mismatch for {file.url}: expected SHA-256 {expected}, "
                                         f"got {actual}; nothing was cached")
         os.replace(tmp, path)
-    except (urllib.error.URLError, OSError) as err:  # HTTPError, timeouts, DNS failures, disk errors
+    except (OSError, http.client.HTTPException) as err:  # URLError/HTTPError, timeouts, DNS, a cut connection, disk
         reason = getattr(err, "reason", None) or err
         raise AssetMissingError(f"{what}: could not download {file.url} ({type(err).__name__}: {reason})") from None
     finally:
         tmp.unlink(missing_ok=True)
-        if not any(folder.iterdir()):
-            folder.rmdir()
+        try:
+            folder.rmdir()  # only when empty: a failed first download leaves no folder behind
+        except OSError:
+            pass
     return path
 
 
@@ -128,7 +130,11 @@ def unpacked(archive: Path) -> Path:
                 if not dest.is_relative_to(staging.resolve()):
                     raise UserError(f"{archive}: member {member!r} would be written outside {target}")
             zf.extractall(staging)
-        os.replace(staging, target)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not target.is_dir():  # else another run unpacked the same archive first
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
