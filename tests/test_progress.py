@@ -162,7 +162,7 @@ def check_clean(proc: subprocess.CompletedProcess) -> None:
 
 def test_cli_run_logs_are_plain_lines_without_library_noise(tmp_path):
     """The packaged MiniLM (a pretrained load with a fresh head), AutoLoRA (search + retrain)."""
-    proc = run_cli(tmp_path, "method=autolora")
+    proc = run_cli(tmp_path, "method=autolora", "train.log_every=1")  # the loss read back every step
     check_clean(proc)
     assert "model minilm: head initialised fresh: classifier.*" in proc.stdout
     rate = r"[\d.]+ (step/s|s/step)"
