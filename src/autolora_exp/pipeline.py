@@ -48,6 +48,7 @@ from autolora_exp.run_folder import ATTEMPTS_FILE, CHECKPOINT_DIR, check_owner, 
 from autolora_exp.seeding import seed_everything
 from autolora_exp.tracking import Tracker
 from autolora_exp.train import fit
+from autolora_exp.validation import build, validate_config
 
 log = logging.getLogger(__name__)
 
@@ -267,6 +268,11 @@ def run(cfg: DictConfig, stop: StopSignal | None = None) -> dict[str, Any]:
 def _run_in(cfg: DictConfig, output_dir: Path, stop: StopSignal | None) -> dict[str, Any]:
     config = OmegaConf.to_container(cfg, resolve=True)
     digest = results.config_hash(config)
+    try:  # every value, before anything loads; a sweep lists the job as failed in phase "config"
+        validate_config(cfg)
+    except UserError as err:
+        results.write_failure(output_dir, "config", err, config, digest)
+        raise
     finished = results.finished_result(output_dir, digest)
     if finished is not None:
         print(f"already finished (same config): {output_dir / results.RESULT_FILE}", flush=True)
@@ -318,7 +324,7 @@ def _run(cfg: DictConfig, config: dict[str, Any], digest: str, output_dir: Path,
     device = precision.device
     schedule = checkpoint_schedule(cfg.train)
     task_cfg, model_cfg = cfg.task, cfg.model
-    method = instantiate(cfg.method)
+    method = build(cfg.method)  # the method's own rules (e.g. AdaLoRA's target_r < init_r) run here
 
     def checkpointer(phase: str) -> Checkpointer:
         return Checkpointer(output_dir / CHECKPOINT_DIR, phase, config_hash=digest, **schedule)

@@ -4,6 +4,10 @@ Hydra validates names and types at composition time, so ``method.rr=4`` (a missp
 ``train.epochs=three`` (a wrong type) fails before any model loads, with the config path
 named. A method's options live in its own schema (``conf/method/*.yaml`` start from
 ``/schema/method/<kind>``), so each method only accepts its own keys.
+
+Values are checked too: each field declares what it accepts (``accepts(default, ge=1)``, see
+:mod:`autolora_exp.validation`), and ``check_relations`` holds the rules that relate fields.
+The pipeline checks the composed config before anything loads.
 """
 
 from __future__ import annotations
@@ -14,7 +18,20 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING
 
+from autolora_exp.errors import UserError
+from autolora_exp.kinds import KINDS
+from autolora_exp.methods.adapter import NONLINEARITIES
+from autolora_exp.methods.autolora.rank_pattern import SCALINGS
 from autolora_exp.methods.autolora.search import SearchConfig
+from autolora_exp.precision import PRECISIONS
+from autolora_exp.tracking import MODES as LOGGER_MODES
+from autolora_exp.validation import Accepts, accepts
+
+#: the rules shared by several fields
+LEARNING_RATE = {"gt": 0}
+DROPOUT = {"ge": 0, "lt": 1}
+LORA_ALPHA = {"gt": 0}
+COUNT = {"ge": 1}
 
 
 @dataclass
@@ -40,18 +57,19 @@ class ModelConfig:
 class DecodingConfig:
     """Decoding of the generation tasks (E2E, WebNLG): microsoft/LoRA's GPT-2 beam search."""
 
-    num_beams: int = 10
-    length_penalty: float = 0.8
-    no_repeat_ngram_size: int = 4
-    max_new_tokens: int = 64
+    num_beams: int = accepts(10, **COUNT)
+    length_penalty: float = accepts(0.8)
+    #: 0 = no n-gram blocking
+    no_repeat_ngram_size: int = accepts(4, ge=0)
+    max_new_tokens: int = accepts(64, **COUNT)
     #: cut each hypothesis at its first blank line (the recipe stops at GPT-2's "\n\n" token);
     #: it is always cut at the end-of-text token
     stop_at_blank_line: bool = True
     #: inputs per ``generate`` call
-    batch_size: int = 16
+    batch_size: int = accepts(16, **COUNT)
     #: inputs decoded on the per-epoch eval splits (``None`` = all); the test split is always
     #: decoded whole. Per-epoch decoding only selects the best epoch: a cap keeps it cheap.
-    max_eval_inputs: Optional[int] = None
+    max_eval_inputs: Optional[int] = accepts(None, **COUNT)
 
 
 @dataclass
@@ -60,69 +78,84 @@ class TaskConfig:
 
     name: str = MISSING
     #: classification | regression | token_classification | generation
-    kind: str = "classification"
+    kind: str = accepts("classification", choices=tuple(KINDS))
     #: ``_target_`` of the loader returning a ``datasets.DatasetDict``
     loader: dict[str, Any] = MISSING
     #: local folder in the official format; ``None`` = the hub dataset
     data_dir: Optional[str] = None
-    text_fields: list[str] = field(default_factory=lambda: ["text"])
-    num_labels: int = 2
+    #: one text, or a text pair (classification); the words column (token classification)
+    text_fields: list[str] = accepts(factory=lambda: ["text"], min_items=1, max_items=2)
+    #: classes (1 for regression); checked against the data's label set before training
+    num_labels: int = accepts(2, **COUNT)
     #: ``_target_`` (``_partial_: true``) of ``f(predictions, references) -> dict``
     metric: dict[str, Any] = MISSING
     #: the paper's metric; selects the best epoch
     primary_metric: str = "accuracy"
     #: splits evaluated every epoch; the first one selects the best epoch
-    eval_splits: list[str] = field(default_factory=lambda: ["validation"])
+    eval_splits: list[str] = accepts(factory=lambda: ["validation"], min_items=1, distinct=True)
     #: a held-out split scored once at the end (``None`` where labels are not public)
     test_split: Optional[str] = None
-    max_length: int = 128
+    #: tokens per sequence, special tokens included (each kind checks it against its tokenizer)
+    max_length: int = accepts(128, ge=2)
     #: AutoLoRA's search epochs for this task (the authors: GLUE 20, BioNLP 50); default: train.epochs
-    search_epochs: int = II("train.epochs")
+    search_epochs: int = accepts(II("train.epochs"), **COUNT)
     #: sub-tokens shared by consecutive windows of a long sentence (token classification)
-    stride: int = 32
-    #: seeded subsample sizes (``None`` = the whole split)
-    max_train_samples: Optional[int] = None
-    max_eval_samples: Optional[int] = None
+    stride: int = accepts(32, ge=0)
+    #: seeded subsample sizes (``None`` = the whole split); a generation split is subsampled by
+    #: input, each kept input with all its references
+    max_train_samples: Optional[int] = accepts(None, **COUNT)
+    max_eval_samples: Optional[int] = accepts(None, **COUNT)
     #: decoding settings (``kind: generation`` only)
     generation: DecodingConfig = field(default_factory=DecodingConfig)
+
+    @staticmethod
+    def check_relations(task: Any, prefix: str = "task.") -> None:
+        if task.kind == "regression" and task.num_labels != 1:
+            raise UserError(f"{prefix}num_labels={task.num_labels} is not accepted with {prefix}kind=regression; "
+                            "use 1 (one predicted score)")
+        if task.kind in ("classification", "token_classification") and task.num_labels < 2:
+            raise UserError(f"{prefix}num_labels={task.num_labels} is not accepted with {prefix}kind={task.kind}; "
+                            "use the number of classes (>= 2), or kind=regression for one score")
 
 
 @dataclass
 class TrainConfig:
     """The shared training loop (every method, and AutoLoRA's retrain)."""
 
-    epochs: int = 3
-    batch_size: int = 16
-    eval_batch_size: int = 64
-    weight_decay: float = 0.1
-    warmup_ratio: float = 0.06
-    max_grad_norm: float = 1.0
+    epochs: int = accepts(3, **COUNT)
+    batch_size: int = accepts(16, **COUNT)
+    eval_batch_size: int = accepts(64, **COUNT)
+    weight_decay: float = accepts(0.1, ge=0)
+    #: warm-up steps = ceil(warmup_ratio x planned steps)
+    warmup_ratio: float = accepts(0.06, ge=0, le=1)
+    #: 0 = no clipping
+    max_grad_norm: float = accepts(1.0, ge=0)
     #: stop after this many optimiser steps (``None`` = the epochs); the debug preset uses it
-    max_steps: Optional[int] = None
+    max_steps: Optional[int] = accepts(None, **COUNT)
     #: fp32 | bf16 | fp16: autocast of every forward (training, search, evaluation, decoding);
     #: fp16 adds a dynamic loss scale (training loop only; see autolora_exp.precision)
-    precision: str = "fp32"
+    precision: str = accepts("fp32", choices=PRECISIONS)
     #: fp32 matmuls on TF32 units where the GPU has them (compute capability >= 8.0)
     tf32: bool = True
     #: DataLoader worker processes (0 = collate in the training process)
-    num_workers: int = 0
+    num_workers: int = accepts(0, ge=0)
     #: pinned host memory for the batches; ``None`` = on when the device is a GPU
     pin_memory: Optional[bool] = None
     #: batches of similar lengths (HF Trainer's group_by_length), seeded and resumable
     group_by_length: bool = False
     #: read the loss back (progress bar, NaN check) every N steps
-    log_every: int = 50
+    log_every: int = accepts(50, **COUNT)
     #: progress of training, search and decoding: a tqdm bar on a terminal, else (a SLURM file)
     #: one plain line every ``log_every_s`` seconds (:mod:`autolora_exp.progress`), showing the
     #: loss last read back (``log_every``)
     progress: bool = True
-    log_every_s: float = 30.0
+    log_every_s: float = accepts(30.0, gt=0)
     #: save a checkpoint every N steps (search and retrain); 0 = off (see checkpoint_every_s)
-    checkpoint_every: int = 0
+    checkpoint_every: int = accepts(0, ge=0)
     #: save a checkpoint once this many seconds have passed since the last one (checked at every
     #: step and epoch boundary); 0/null = off. A stop signal always saves, and each phase saves at
     #: its end (autolora_exp.checkpoint)
-    checkpoint_every_s: Optional[float] = 1800.0
+    checkpoint_every_s: Optional[float] = accepts(1800.0, ge=0)
     #: keep the checkpoints once result.json is written (they are deleted by default)
     keep_checkpoints: bool = False
 
@@ -131,7 +164,7 @@ class TrainConfig:
 class LoggerConfig:
     """Weights & Biases. ``mode``: online | offline | disabled (``WANDB_MODE`` wins when set)."""
 
-    mode: str = "offline"
+    mode: str = accepts("offline", choices=LOGGER_MODES)
     project: str = "autolora-exp"
     entity: Optional[str] = None
     #: W&B group; None = the experiment (``name``)
@@ -149,26 +182,26 @@ class MethodConfig:
     _target_: str = MISSING
     name: str = MISSING
     #: learning rate of the trained weights (AdamW)
-    lr: float = 1e-4
+    lr: float = accepts(1e-4, **LEARNING_RATE)
 
 
 @dataclass
 class FullFTConfig(MethodConfig):
     _target_: str = "autolora_exp.methods.full_ft.FullFineTuning"
     name: str = "full_ft"
-    lr: float = 2e-5
+    lr: float = accepts(2e-5, **LEARNING_RATE)
 
 
 @dataclass
 class LoRAConfig(MethodConfig):
     _target_: str = "autolora_exp.methods.lora.LoRA"
     name: str = "lora"
-    lr: float = 5e-4
-    r: int = 4
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.1
+    lr: float = accepts(5e-4, **LEARNING_RATE)
+    r: int = accepts(4, **COUNT)
+    lora_alpha: float = accepts(16.0, **LORA_ALPHA)
+    lora_dropout: float = accepts(0.1, **DROPOUT)
     #: per-module ranks (exact module name -> rank); empty = ``r`` everywhere
-    rank_pattern: dict[str, int] = field(default_factory=dict)
+    rank_pattern: dict[str, int] = accepts(factory=dict, item=Accepts(**COUNT))
 
 
 @dataclass
@@ -177,21 +210,23 @@ class AdaLoRAConfig(MethodConfig):
 
     _target_: str = "autolora_exp.methods.adalora.AdaLoRA"
     name: str = "adalora"
-    lr: float = 5e-4
-    init_r: int = 6
-    target_r: int = 4
+    lr: float = accepts(5e-4, **LEARNING_RATE)
+    #: the rules relating init_r / target_r and the tinit / tfinal formats are AdaLoRA's own
+    #: (its constructor, run when the pipeline builds the method, before anything loads)
+    init_r: int = accepts(6, **COUNT)
+    target_r: int = accepts(4, **COUNT)
     #: warm-up without pruning / final phase with the allocation frozen: a fraction of
     #: total_step when below 1, else a number of steps
-    tinit: float = 0.1
-    tfinal: float = 0.5
-    deltaT: int = 10
-    beta1: float = 0.85
-    beta2: float = 0.85
-    orth_reg_weight: float = 0.1
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.1
+    tinit: float = accepts(0.1, ge=0)
+    tfinal: float = accepts(0.5, ge=0)
+    deltaT: int = accepts(10, **COUNT)
+    beta1: float = accepts(0.85, gt=0, lt=1)
+    beta2: float = accepts(0.85, gt=0, lt=1)
+    orth_reg_weight: float = accepts(0.1, ge=0)
+    lora_alpha: float = accepts(16.0, **LORA_ALPHA)
+    lora_dropout: float = accepts(0.1, **DROPOUT)
     #: ``None`` = the optimiser steps the training loop plans (data size x epochs)
-    total_step: Optional[int] = None
+    total_step: Optional[int] = accepts(None, **COUNT)
 
 
 @dataclass
@@ -200,10 +235,9 @@ class AdapterConfig(MethodConfig):
 
     _target_: str = "autolora_exp.methods.adapter.HoulsbyAdapter"
     name: str = "adapter"
-    lr: float = 3e-4
-    bottleneck: int = 8
-    #: gelu | relu | tanh | silu
-    nonlinearity: str = "gelu"
+    lr: float = accepts(3e-4, **LEARNING_RATE)
+    bottleneck: int = accepts(8, **COUNT)
+    nonlinearity: str = accepts("gelu", choices=NONLINEARITIES)
     train_layer_norms: bool = True
 
 
@@ -213,10 +247,10 @@ class LoRAGridConfig(MethodConfig):
 
     _target_: str = "autolora_exp.methods.lora_grid.LoRAGrid"
     name: str = "lora_grid"
-    lr: float = 5e-4
-    ranks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.1
+    lr: float = accepts(5e-4, **LEARNING_RATE)
+    ranks: list[int] = accepts(factory=lambda: [1, 2, 4, 8, 16], min_items=1, distinct=True, item=Accepts(**COUNT))
+    lora_alpha: float = accepts(16.0, **LORA_ALPHA)
+    lora_dropout: float = accepts(0.1, **DROPOUT)
 
 
 @dataclass
@@ -226,11 +260,11 @@ class AutoLoRAConfig(MethodConfig):
 
     _target_: str = "autolora_exp.methods.autolora.method.AutoLoRA"
     name: str = "autolora"
-    lr: float = 5e-4
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.1
+    lr: float = accepts(5e-4, **LEARNING_RATE)
+    lora_alpha: float = accepts(16.0, **LORA_ALPHA)
+    lora_dropout: float = accepts(0.1, **DROPOUT)
     #: per_layer (peft: lora_alpha / r_l) | fixed (lora_alpha / k for every layer)
-    scaling: str = "per_layer"
+    scaling: str = accepts("per_layer", choices=SCALINGS)
     search: SearchConfig = field(default_factory=SearchConfig)
 
 
@@ -257,7 +291,8 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     #: experiment name: groups runs in W&B and in ``outputs/runs``
     name: str = "default"
-    seed: int = 0
+    #: numpy's seeds are 32-bit
+    seed: int = accepts(0, ge=0, le=2**32 - 1)
     #: auto | cpu | cuda
     device: str = "auto"
     output_dir: str = MISSING

@@ -59,7 +59,9 @@ class LoRAGrid(Method):
                  lora_alpha: float = 16.0, lora_dropout: float = 0.1) -> None:
         self.name = name
         self.lr = lr
-        self.grid = [int(r) for r in (ranks or [1, 2, 4, 8, 16])]
+        # None = the default grid; an empty list is an error (it once ran the default grid and
+        # recorded [] in result.json)
+        self.grid = [int(r) for r in ([1, 2, 4, 8, 16] if ranks is None else ranks)]
         if not self.grid or any(r < 1 for r in self.grid) or len(set(self.grid)) != len(self.grid):
             raise UserError(f"method.ranks={self.grid} must be distinct integers >= 1, e.g. [1, 2, 4, 8, 16]")
         self.lora_alpha = lora_alpha

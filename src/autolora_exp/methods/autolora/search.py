@@ -37,14 +37,15 @@ from autolora_exp.checkpoint import Checkpointer, load_trainable_state, rng_stat
 from autolora_exp.errors import UserError
 from autolora_exp.loss_window import LossWindow
 from autolora_exp.methods.autolora import hypergrad as hg
-from autolora_exp.methods.autolora.gates import check_gate, check_selection_init
+from autolora_exp.methods.autolora.gates import GATES, check_selection_init
 from autolora_exp.methods.autolora.layer import (alphas, selection_layers, selection_logits, selection_parameters,
                                                  weight_parameters)
-from autolora_exp.methods.autolora.threshold import resolve_threshold, threshold_ranks
+from autolora_exp.methods.autolora.threshold import THRESHOLDS, resolve_threshold, threshold_ranks
 from autolora_exp.precision import Precision, check_search_precision
 from autolora_exp.preemption import StopSignal
 from autolora_exp.progress import progress_bar
 from autolora_exp.train import NonFiniteLossError, epoch_batches
+from autolora_exp.validation import Accepts, accepts, check_fields
 
 
 def default_loss_fn(model: nn.Module, batch: Any) -> torch.Tensor:
@@ -64,109 +65,86 @@ class SearchConfig:
     AdamW, 1:1 split). ``conf/method/autolora_authors*.yaml`` set what the authors' code does."""
 
     #: rank-1 terms per layer (must match the injected layers)
-    k: int = 8
+    k: int = accepts(8, ge=1)
     #: "softmax" (paper), "none" (w/o constraint), "sigmoid"
-    gate: str = "softmax"
+    gate: str = accepts("softmax", choices=GATES)
     #: beta -> rank rule: "softmax" (1/k), "linear" (beta / sum(beta) >= 1/k, the authors' GLUE
     #: code), "mean", "sigmoid" (0.5); None: the gate's own (softmax / mean / sigmoid)
-    threshold: str | None = None
+    threshold: str | None = accepts(None, choices=THRESHOLDS)
     #: "darts" (finite difference), "exact" (second order), "first_order" (eta = 0)
-    hypergrad: str = "darts"
+    hypergrad: str = accepts("darts", choices=hg.HYPERGRAD_MODES)
     #: "sgd" (paper, eq. 4) or "betty" (the authors' code: the real optimiser step is the look-ahead)
-    lookahead: str = "sgd"
-    #: look-ahead step size; None -> lr_weights (sgd look-ahead only)
-    eta: float | None = None
+    lookahead: str = accepts("sgd", choices=hg.LOOKAHEADS)
+    #: look-ahead step size; None -> lr_weights (sgd look-ahead only); 0 = first order
+    eta: float | None = accepts(None, ge=0)
     #: optimiser of W: "adamw" (paper) or "adam" (the authors' GLUE search)
-    weight_optimizer: str = "adamw"
+    weight_optimizer: str = accepts("adamw", choices=tuple(OPTIMIZERS))
     #: optimiser of beta: "adamw" (paper) or "adam" (the authors' code)
-    selection_optimizer: str = "adamw"
-    lr_weights: float = 1e-4
-    lr_selection: float = 1e-3
+    selection_optimizer: str = accepts("adamw", choices=tuple(OPTIMIZERS))
+    lr_weights: float = accepts(1e-4, gt=0)
+    lr_selection: float = accepts(1e-3, gt=0)
     #: the optimiser's own weight decay: decoupled for adamw, an L2 term in the gradient for adam
-    weight_decay_weights: float = 0.0
-    weight_decay_selection: float = 0.0
+    weight_decay_weights: float = accepts(0.0, ge=0)
+    weight_decay_selection: float = accepts(0.0, ge=0)
     #: (beta1, beta2) of beta's optimiser (the authors' code used (0.5, 0.999))
-    selection_betas: tuple[float, float] = (0.9, 0.999)
-    epochs: int = 1
-    max_steps: int | None = None
+    selection_betas: tuple[float, float] = accepts((0.9, 0.999), min_items=2, max_items=2,
+                                                   item=Accepts(ge=0, lt=1))
+    #: 0 only with max_steps
+    epochs: int = accepts(1, ge=0)
+    max_steps: int | None = accepts(None, ge=1)
     #: share of the original training set held out as D_val (paper: 1:1 = 0.5; authors: 0.3)
-    val_fraction: float = 0.5
+    val_fraction: float = accepts(0.5, gt=0, lt=1)
     #: batch size of both search loaders; None: train.batch_size (the authors' GLUE search: 32)
-    batch_size: int | None = None
-    log_every: int = 50
+    batch_size: int | None = accepts(None, ge=1)
+    log_every: int = accepts(50, ge=1)
     #: convergence stop: end the search once the thresholded ranks have been the same at
     #: ``patience`` + 1 consecutive alpha logs (every ``log_every`` iterations, step 0 excluded);
     #: None runs every epoch (the authors' fixed schedule)
-    patience: int | None = None
+    patience: int | None = accepts(None, ge=1)
     #: finite-difference radius: eps = fd_eps / ||v||
-    fd_eps: float = 0.01
+    fd_eps: float = accepts(0.01, gt=0)
     #: darts' mixed term: "forward" (1 pass, from the look-ahead pass's own grad_beta L_tr(W);
     #: sgd look-ahead only) or "central" (DARTS' two-sided difference, 2 passes);
     #: None: forward with the sgd look-ahead, central with betty (as the authors' code)
-    finite_difference: str | None = None
+    finite_difference: str | None = accepts(None, choices=hg.FINITE_DIFFERENCES)
     #: dropout masks of darts' perturbed passes: "replay" the look-ahead pass's (the difference
     #: then measures W's change, not mask noise) or "fresh" draws (the authors' code)
-    fd_dropout_masks: str = "replay"
+    fd_dropout_masks: str = accepts("replay", choices=FD_DROPOUT_MASKS)
     reuse_lookahead_grad: bool = False
     #: start value of every beta; None keeps the layers' init (the gate's default: 0 for softmax)
-    selection_init: float | None = None
+    selection_init: float | None = accepts(None)
     #: max global norm of grad_W in the inner step; None or 0: no clipping (the paper states none,
     #: the authors' code clips nothing: Betty's Config.gradient_clipping = 0.0)
-    grad_clip: float | None = None
+    grad_clip: float | None = accepts(None, ge=0)
     #: train every backbone weight in the search except the frozen base weights of the LoRA
     #: targets (the authors' BioNLP search freezes nothing else); False: LoRA factors and head only
     train_backbone: bool = False
 
     def __post_init__(self) -> None:
-        check_gate(self.gate)
-        if self.hypergrad not in hg.HYPERGRAD_MODES:
-            raise UserError(f"unknown hypergrad {self.hypergrad!r}; accepted: {', '.join(hg.HYPERGRAD_MODES)}")
-        if self.lookahead not in hg.LOOKAHEADS:
-            raise UserError(f"unknown lookahead {self.lookahead!r}; accepted: {', '.join(hg.LOOKAHEADS)}")
-        if self.lookahead == "betty" and self.hypergrad != "darts":
-            raise UserError(f"lookahead='betty' works with hypergrad='darts' only (got {self.hypergrad!r})")
-        for key in ("weight_optimizer", "selection_optimizer"):
-            if getattr(self, key) not in OPTIMIZERS:
-                raise UserError(f"unknown {key} {getattr(self, key)!r}; accepted: {', '.join(OPTIMIZERS)}")
-        if self.k < 1:
-            raise UserError(f"k={self.k} is not valid; use an integer >= 1")
-        if self.eta is not None and self.eta < 0:
-            raise UserError(f"eta={self.eta} is not valid; use a step size >= 0 (0 = first order) or null")
-        if self.finite_difference is not None and self.finite_difference not in hg.FINITE_DIFFERENCES:
-            raise UserError(f"unknown finite_difference {self.finite_difference!r}; accepted: "
-                            f"{', '.join(hg.FINITE_DIFFERENCES)}")
-        if self.finite_difference is not None and self.hypergrad != "darts":
-            raise UserError(f"finite_difference={self.finite_difference!r} applies to hypergrad='darts' only (got "
-                            f"{self.hypergrad!r}); leave it null")
-        if self.finite_difference == "forward" and self.lookahead == "betty":
-            raise UserError("finite_difference='forward' needs lookahead='sgd': betty centres the difference on the "
-                            "post-step weights, where no gradient is at hand; use finite_difference='central'")
-        if self.fd_dropout_masks not in FD_DROPOUT_MASKS:
-            raise UserError(f"unknown fd_dropout_masks {self.fd_dropout_masks!r}; accepted: "
-                            f"{', '.join(FD_DROPOUT_MASKS)}")
-        if self.fd_dropout_masks == "fresh" and self.hypergrad != "darts":
-            raise UserError(f"fd_dropout_masks='fresh' applies to hypergrad='darts' only (got {self.hypergrad!r}); "
-                            "use 'replay'")
-        if self.fd_eps <= 0:
-            raise UserError(f"fd_eps={self.fd_eps} is not valid; use a positive radius such as 0.01")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise UserError(f"val_fraction={self.val_fraction} is not valid; use a share in (0, 1): 0.5 (paper, 1:1) "
-                            "or 0.3 (the authors' code)")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise UserError(f"batch_size={self.batch_size} is not valid; use an integer >= 1 or null "
-                            "(train.batch_size)")
-        if self.grad_clip is not None and self.grad_clip < 0:
-            raise UserError(f"grad_clip={self.grad_clip} is not valid; use a max norm > 0, or null / 0 for none")
-        if self.patience is not None and self.patience < 1:
-            raise UserError(f"patience={self.patience} is not valid; use an integer >= 1 (alpha logs) or null")
-        if self.log_every < 1:
-            raise UserError(f"log_every={self.log_every} is not valid; use an integer >= 1")
-        if self.epochs < 1 and not self.max_steps:
-            raise UserError(f"epochs={self.epochs} is not valid; use an integer >= 1")
-        if self.selection_init is not None:
-            check_selection_init(self.gate, self.selection_init)
-        resolve_threshold(self.threshold, self.gate, self.k, self.selection_init)
+        check_fields(self, "search.")  # the per-field rules above, then check_relations
         self.selection_betas = tuple(self.selection_betas)
+
+    @staticmethod
+    def check_relations(cfg: Any, prefix: str = "search.") -> None:
+        """The rules that relate fields (``cfg``: this dataclass or its composed config node)."""
+        if cfg.lookahead == "betty" and cfg.hypergrad != "darts":
+            raise UserError(f"{prefix}lookahead='betty' works with hypergrad='darts' only (got {cfg.hypergrad!r})")
+        if cfg.finite_difference is not None and cfg.hypergrad != "darts":
+            raise UserError(f"{prefix}finite_difference={cfg.finite_difference!r} applies to hypergrad='darts' only "
+                            f"(got {cfg.hypergrad!r}); leave it null")
+        if cfg.finite_difference == "forward" and cfg.lookahead == "betty":
+            raise UserError(f"{prefix}finite_difference='forward' needs lookahead='sgd': betty centres the "
+                            "difference on the post-step weights, where no gradient is at hand; use "
+                            "finite_difference='central'")
+        if cfg.fd_dropout_masks == "fresh" and cfg.hypergrad != "darts":
+            raise UserError(f"{prefix}fd_dropout_masks='fresh' applies to hypergrad='darts' only (got "
+                            f"{cfg.hypergrad!r}); use 'replay'")
+        if cfg.epochs < 1 and not cfg.max_steps:
+            raise UserError(f"{prefix}epochs={cfg.epochs} is not accepted; use an integer >= 1 (0 only with "
+                            f"{prefix}max_steps)")
+        if cfg.selection_init is not None:
+            check_selection_init(cfg.gate, cfg.selection_init)
+        resolve_threshold(cfg.threshold, cfg.gate, cfg.k, cfg.selection_init)
 
     @property
     def threshold_rule(self) -> str:
