@@ -223,7 +223,7 @@ def test_absent_dev_file_is_left_out_and_bad_label_is_reported(tmp_path):
     ds = load_glue("rte", data_dir=tmp_path)
     assert list(ds) == ["train"] and ds["train"]["label"] == [1, 0]
     train.write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tcontradiction\n")
-    with pytest.raises(UserError, match=r"row 0: label 'contradiction'"):
+    with pytest.raises(UserError, match=r"train.tsv:2: label 'contradiction'"):
         load_glue("rte", data_dir=tmp_path)
 
 

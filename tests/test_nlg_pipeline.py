@@ -76,7 +76,8 @@ def test_e2e_lora_official_metrics_predictions_and_slice_ranks(tmp_path):
     final, test = result["metrics"]["final"]["validation"], result["metrics"]["test"]
     for scores in (final, test):
         assert {"bleu", "nist", "meteor", "rouge_l", "cider", "loss", "n_inputs", "n_references"} <= set(scores)
-        assert scores["loss"] > 0 and scores["n_inputs"] <= scores["n_references"] == 16
+        # debug's max_eval_samples=16 keeps 16 inputs, each with all its references
+        assert scores["loss"] > 0 and scores["n_inputs"] == 16 < scores["n_references"]
     check_predictions(out, "validation", final["n_inputs"])
     check_predictions(out, "test", test["n_inputs"])
     # LoRA on the q and v slices of c_attn only: 2 blocks x 2 slices x r (32 + 32)

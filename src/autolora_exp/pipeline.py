@@ -33,8 +33,9 @@ from omegaconf import DictConfig, OmegaConf
 from autolora_exp import progress, results
 from autolora_exp.atomic import WriteError, atomic_write_json
 from autolora_exp.checkpoint import Checkpointer, checkpoint_schedule
+from autolora_exp.data.checks import check_labels, check_primary_metric, check_splits_not_empty
 from autolora_exp.data.source import source_of
-from autolora_exp.data.split import ids_hash, split_held_out
+from autolora_exp.data.split import ids_hash, sample_groups, split_held_out
 from autolora_exp.device import describe_device, device_line, resolve_device, sweep_job_index
 from autolora_exp.errors import UserError
 from autolora_exp.kinds import TaskKind, make_kind
@@ -139,22 +140,18 @@ def load_task_data(task_cfg: DictConfig, seed: int) -> Any:
     if missing:
         raise UserError(f"task '{task_cfg.name}': split(s) {missing} are missing from the data "
                         f"(found {sorted(data)}); supply the files or change task.eval_splits")
-    for split, limit in [("train", task_cfg.max_train_samples)] + [
-            (s, task_cfg.max_eval_samples) for s in needed[1:]]:
-        if limit is not None and len(data[split]) > limit:
-            data[split] = data[split].shuffle(seed=seed).select(range(limit))
+    check_splits_not_empty(data, needed, task_cfg)
+    if task_cfg.max_train_samples is not None and len(data["train"]) > task_cfg.max_train_samples:
+        data["train"] = data["train"].shuffle(seed=seed).select(range(task_cfg.max_train_samples))
+    for split in needed[1:]:  # evaluation: whole inputs, each with all its references (NLG ``group``)
+        ds, limit = data[split], task_cfg.max_eval_samples
+        if limit is None:
+            continue
+        if "group" in ds.column_names:
+            data[split] = ds.select(sample_groups(ds["group"], limit, seed))
+        elif len(ds) > limit:
+            data[split] = ds.shuffle(seed=seed).select(range(limit))
     return data
-
-
-def check_labels(data: Any, task_cfg: DictConfig) -> None:
-    """A task whose label count does not match the data fails before training."""
-    if task_cfg.kind != "classification":
-        return
-    labels = set(data["train"]["label"])
-    bad = sorted(x for x in labels if not 0 <= x < task_cfg.num_labels)
-    if bad:
-        raise UserError(f"task '{task_cfg.name}' declares num_labels={task_cfg.num_labels} but the "
-                        f"training data has labels {bad}")
 
 
 def split_record(data: Any) -> dict[str, dict[str, Any]]:
@@ -337,6 +334,7 @@ def _run(cfg: DictConfig, config: dict[str, Any], digest: str, output_dir: Path,
         check_labels(data, task_cfg)
         tokenizer = load_tokenizer(model_cfg, task_cfg.kind)
         kind = make_kind(task_cfg, tokenizer, metric)
+        check_primary_metric(kind.metric_names(), task_cfg)
         encoded = {split: kind.encode(split, ds) for split, ds in data.items()}
 
     pin_memory = device.type == "cuda" if cfg.train.pin_memory is None else cfg.train.pin_memory

@@ -101,8 +101,8 @@ class TaskConfig:
     search_epochs: int = accepts(II("train.epochs"), **COUNT)
     #: sub-tokens shared by consecutive windows of a long sentence (token classification)
     stride: int = accepts(32, ge=0)
-    #: seeded subsample sizes (``None`` = the whole split); a generation split is subsampled by
-    #: input, each kept input with all its references
+    #: seeded subsample sizes (``None`` = the whole split): training rows, and evaluation rows
+    #: or, for generation, evaluation inputs (each kept with all its references)
     max_train_samples: Optional[int] = accepts(None, **COUNT)
     max_eval_samples: Optional[int] = accepts(None, **COUNT)
     #: decoding settings (``kind: generation`` only)

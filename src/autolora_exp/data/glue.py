@@ -8,7 +8,8 @@ splits (the GLUE test labels are hidden, so the test split is never returned) an
 these columns:
 
 - the task's text columns (hub names, e.g. ``sentence1``, ``sentence2``), ``string``;
-- ``label``: ``int64`` class id in the hub's id order (:data:`GLUE_TASKS`), ``float32`` for STS-B;
+- ``label``: a ``ClassLabel`` (int64 class id, names in the hub's id order, :data:`GLUE_TASKS`),
+  ``float32`` for STS-B; the names tell the pipeline how many classes the data has;
 - ``idx``: ``int64``, unique within a split and stable across runs (see :func:`load_glue`).
 """
 
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import datasets
 
+from autolora_exp.data.files import named_decode_errors
 from autolora_exp.errors import AssetMissingError, UserError
 
 
@@ -58,7 +60,8 @@ class GlueTask:
     def features(self) -> datasets.Features:
         """The schema both sources are cast to."""
         cols = {c: datasets.Value("string") for c in self.text_columns}
-        cols["label"] = datasets.Value("float32" if self.is_regression else "int64")
+        cols["label"] = (datasets.Value("float32") if self.is_regression
+                         else datasets.ClassLabel(names=list(self.label_names)))
         cols["idx"] = datasets.Value("int64")
         return datasets.Features(cols)
 
@@ -100,6 +103,8 @@ GLUE_TASKS: dict[str, GlueTask] = {
 }
 
 _MRPC_DEV_IDS = "dev_ids.tsv"
+#: fields per row of the header-less files (CoLA: source, label, original mark, sentence)
+HEADERLESS_WIDTH = {"cola": 4}
 
 
 def glue_task(task: str) -> GlueTask:
@@ -161,8 +166,8 @@ def _conform(ds: datasets.Dataset, spec: GlueTask, where: str) -> datasets.Datas
     if "idx" not in ds.column_names:  # a mirror without idx: the row number stands in for it
         ds = ds.add_column("idx", list(range(len(ds))))
     ds = ds.select_columns([*needed, "idx"])
-    # ClassLabel -> int64 and int32 idx -> int64: the storage is unchanged, the schema matches
-    # the local path's exactly.
+    # int32 idx -> int64 and the hub's ClassLabel -> ours (same ids): the storage is unchanged,
+    # the schema matches the local path's exactly.
     return ds.cast(spec.features())
 
 
@@ -192,10 +197,23 @@ def _load_local(spec: GlueTask, root: Path) -> datasets.DatasetDict:
     return datasets.DatasetDict({s: datasets.Dataset.from_dict(c, features=features) for s, c in columns.items()})
 
 
-def _rows(path: Path) -> Iterator[list[str]]:
-    """Rows of an official GLUE file: tab-separated, no quoting, optional UTF-8 BOM."""
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        yield from csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of each row of an official GLUE file: tab-separated, no quoting,
+    optional UTF-8 BOM. Empty lines hold nothing and are passed over."""
+    with named_decode_errors(path), path.open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        for row in reader:
+            if row:
+                yield reader.line_num, row
+
+
+def _check_width(path: Path, line: int, row: list[str], width: int) -> None:
+    """Every row of an official file has exactly the header's fields: a newline or tab inside a
+    text, or a file cut short, shows as a row with fewer or more (never skipped: the hub's loader
+    dropped such rows without a word)."""
+    if len(row) != width:
+        raise UserError(f"{path}:{line}: {len(row)} tab-separated fields where the file has {width}; "
+                        "a line break or tab inside a text, or a file cut short? Repair the row")
 
 
 def _new_columns(spec: GlueTask) -> dict[str, list]:
@@ -205,31 +223,29 @@ def _new_columns(spec: GlueTask) -> dict[str, list]:
 def _read_split(spec: GlueTask, path: Path) -> dict[str, list]:
     rows = _rows(path)
     if spec.has_header:
-        header = next(rows, None) or []
+        header = next(rows, (0, []))[1]
         position = {name: i for i, name in enumerate(header)}
         wanted = [c for c in spec.file_columns.values() if c not in position]
         if wanted:
             raise UserError(f"{path} lacks columns {wanted}; its header is {header}")
         cols = {out: position[src] for out, src in spec.file_columns.items()}
         index_col = position.get("index")
+        width = len(header)
     else:
         cols = dict(spec.file_columns)  # positions
         index_col = None
+        width = HEADERLESS_WIDTH[spec.name]
     out = _new_columns(spec)
-    width = max(cols.values()) + 1
-    for n, row in enumerate(rows):
-        # Like the hub's loader: a row too short to hold every field, or with an empty label,
-        # is skipped (none in the official files), and it still counts in the row number n.
-        if len(row) < width or not row[cols["label"]]:
-            continue
+    for n, (line, row) in enumerate(rows):
+        _check_width(path, line, row, width)
         for c in spec.text_columns:
             out[c].append(row[cols[c]])
-        out["label"].append(_parse_label(spec, row[cols["label"]], path, n))
+        out["label"].append(_parse_label(spec, row[cols["label"]], path, line))
         out["idx"].append(int(row[index_col]) if index_col is not None else n)
     return out
 
 
-def _parse_label(spec: GlueTask, value: str, path: Path, n: int) -> int | float:
+def _parse_label(spec: GlueTask, value: str, path: Path, line: int) -> int | float:
     """A class name (RTE, QNLI, MNLI) or class id (the others) -> id; a score for STS-B."""
     try:
         if spec.label_names is None:
@@ -242,7 +258,7 @@ def _parse_label(spec: GlueTask, value: str, path: Path, n: int) -> int | float:
     except ValueError:
         pass
     accepted = "a number" if spec.label_names is None else f"{list(spec.label_names)} or 0..{spec.num_labels - 1}"
-    raise UserError(f"{path} data row {n}: label {value!r} is not one of {accepted}")
+    raise UserError(f"{path}:{line}: label {value!r} is not one of {accepted}")
 
 
 def _read_mrpc(spec: GlueTask, folder: Path) -> dict[str, dict[str, list]]:
@@ -252,23 +268,24 @@ def _read_mrpc(spec: GlueTask, folder: Path) -> dict[str, dict[str, list]]:
     if not ids_file.is_file():
         # Without the dev ids the train split would silently contain the dev set.
         raise UserError(f"MRPC dev id file {str(ids_file)!r} does not exist; {_layout(spec)}")
-    dev_ids = {(r[0], r[1]) for r in _rows(ids_file) if len(r) >= 2}
+    dev_ids = set()
+    for line, r in _rows(ids_file):
+        _check_width(ids_file, line, r, 2)
+        dev_ids.add((r[0], r[1]))
     path = folder / spec.files["train"]
     rows = _rows(path)
-    header = next(rows, None) or []
+    header = next(rows, (0, []))[1]
     position = {name: i for i, name in enumerate(header)}
     need = ["#1 ID", "#2 ID", *spec.file_columns.values()]
     if any(c not in position for c in need):
         raise UserError(f"{path} lacks columns {[c for c in need if c not in position]}; its header is {header}")
     out = {"train": _new_columns(spec), "validation": _new_columns(spec)}
-    width = max(position[c] for c in need) + 1
-    for n, row in enumerate(rows):
-        if len(row) < width or not row[position["Quality"]]:
-            continue
+    for n, (line, row) in enumerate(rows):
+        _check_width(path, line, row, len(header))
         split = "validation" if (row[position["#1 ID"]], row[position["#2 ID"]]) in dev_ids else "train"
         cols = out[split]
         for c in spec.text_columns:
             cols[c].append(row[position[spec.file_columns[c]]])
-        cols["label"].append(_parse_label(spec, row[position["Quality"]], path, n))
+        cols["label"].append(_parse_label(spec, row[position["Quality"]], path, line))
         cols["idx"].append(n)
     return out

@@ -22,6 +22,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
+from autolora_exp.data.files import named_decode_errors
 from autolora_exp.data.hub_datasets import load_hub_dataset
 from autolora_exp.errors import UserError
 
@@ -78,7 +79,7 @@ def read_conll(path: Path) -> Iterator[tuple[list[str], list[str]]]:
     """
     tokens: list[str] = []
     tags: list[str] = []
-    with open(path, encoding="utf-8") as handle:
+    with named_decode_errors(path), open(path, encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
             line = line.rstrip("\r\n")
             if line.startswith("-DOCSTART-"):

@@ -67,6 +67,7 @@ from typing import Any
 import datasets
 
 from autolora_exp.data import release
+from autolora_exp.data.files import named_decode_errors
 from autolora_exp.data.hub_datasets import HubLoadError, load_hub_dataset
 from autolora_exp.data.source import with_source
 from autolora_exp.errors import AssetMissingError, UserError
@@ -178,11 +179,26 @@ def _e2e_from_csv(paths: Mapping[str, Path], sources: Mapping[str, Mapping[str, 
 
 
 def _read_e2e_csv(path: Path) -> list[tuple[str, str]]:
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
+    """(linearised MR, reference) per row; a row without exactly the header's fields, or a file
+    that ends inside a quoted text (cut short), is an error naming the file and line."""
+    with named_decode_errors(path), path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, strict=True)
         if reader.fieldnames is None or not {"mr", "ref"} <= set(reader.fieldnames):
             raise UserError(f"{path} has columns {reader.fieldnames}; expected 'mr' and 'ref'")
-        return [(linearize_mr(row["mr"]), row["ref"]) for row in reader]
+        pairs = []
+        try:
+            for row in reader:
+                if None in row or None in row.values():  # more fields than the header / fewer
+                    raise UserError(f"{path}:{reader.line_num}: the row does not have the header's "
+                                    f"{len(reader.fieldnames)} fields {reader.fieldnames}; repair it (a text holding "
+                                    "commas must be quoted)")
+                try:
+                    pairs.append((linearize_mr(row["mr"]), row["ref"]))
+                except UserError as err:
+                    raise UserError(f"{path}:{reader.line_num}: {err}") from None
+        except csv.Error as err:
+            raise UserError(f"{path}:{reader.line_num}: {err} (a file cut short, or an unclosed quote?)") from None
+        return pairs
 
 
 # ---------------------------------------------------------------------------------------------

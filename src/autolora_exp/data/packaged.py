@@ -50,8 +50,8 @@ def _read_text(path: Path) -> str:
 def load_bbc_news(seed: int = 0, dev_fraction: float = 0.1, test_fraction: float = 0.2) -> datasets.DatasetDict:
     """BBC News as ``train`` / ``validation`` / ``test``, a stratified split seeded by ``seed``.
 
-    Columns: ``text`` (title line, blank line, body), ``label`` (int64, index into
-    :data:`BBC_LABELS`), ``idx`` (``"<class>/<file>"``, e.g. ``"tech/001.txt"``). Per class,
+    Columns: ``text`` (title line, blank line, body), ``label`` (``ClassLabel`` named
+    :data:`BBC_LABELS`: int64 index into it), ``idx`` (``"<class>/<file>"``, e.g. ``"tech/001.txt"``). Per class,
     ``1 - dev_fraction - test_fraction`` of the articles go to train, ``dev_fraction`` to
     validation and ``test_fraction`` to test (:func:`~autolora_exp.data.split.stratified_split`);
     the same seed gives the same split.
@@ -72,7 +72,7 @@ def load_bbc_news(seed: int = 0, dev_fraction: float = 0.1, test_fraction: float
 
     fractions = (1.0 - dev_fraction - test_fraction, dev_fraction, test_fraction)
     parts = stratified_split(labels, fractions, seed)
-    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.Value("int64"),
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=list(BBC_LABELS)),
                                   "idx": datasets.Value("string")})
     return datasets.DatasetDict({
         split: datasets.Dataset.from_dict({"text": [texts[i] for i in rows], "label": [labels[i] for i in rows],

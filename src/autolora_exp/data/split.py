@@ -112,6 +112,17 @@ empty. D_tr and D_val together are exactly rows 0..n-1.
     return np.sort(np.asarray(sides[0], dtype=np.int64)), np.sort(np.asarray(sides[1], dtype=np.int64))
 
 
+def sample_groups(groups: Sequence[Hashable], limit: int, seed: int) -> np.ndarray:
+    """Sorted row positions of ``limit`` whole groups drawn without replacement (seeded), every
+    row of a drawn group included: a subsampled NLG split keeps each input it keeps with all its
+    references (rows sampled one by one would leave about one reference per input)."""
+    by_group = _positions_by_key(groups)
+    if limit >= len(by_group):
+        return np.arange(len(groups))
+    drawn = np.random.default_rng(seed).choice(len(by_group), size=limit, replace=False)
+    return np.sort(np.concatenate([by_group[g] for g in drawn]))
+
+
 def ids_hash(ids: Iterable) -> str:
     """Fingerprint of a split for result.json: sha256 hex of the sorted ``str`` ids joined by newlines.
 

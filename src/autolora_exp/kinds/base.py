@@ -32,6 +32,11 @@ class TaskKind:
         """Keyword arguments of ``from_pretrained``/``from_config`` that shape the task head."""
         return {"num_labels": self.task_cfg.num_labels}
 
+    def metric_names(self) -> set[str]:
+        """The numeric scores :meth:`evaluate` reports (``task.primary_metric`` must be one),
+        known before training."""
+        raise NotImplementedError
+
     def encode(self, split: str, dataset: Any) -> Any:
         """Rows of one split -> a dataset of model inputs (keeps the ``idx`` column)."""
         raise NotImplementedError

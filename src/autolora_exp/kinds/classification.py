@@ -25,12 +25,29 @@ class SequenceClassification(TaskKind):
 
         self.regression = task_cfg.kind == "regression"
         self._pad = DataCollatorWithPadding(tokenizer)
+        fields = list(task_cfg.text_fields)
+        # truncation below the special tokens is silently switched off by the tokenizer
+        shortest = tokenizer.num_special_tokens_to_add(pair=len(fields) == 2) + len(fields)
+        if task_cfg.max_length < shortest:
+            raise UserError(f"task.max_length={task_cfg.max_length} leaves no room for text: the tokenizer adds "
+                            f"{shortest - len(fields)} special tokens to {'a pair' if len(fields) == 2 else 'a text'}; "
+                            f"use task.max_length >= {shortest}")
 
     def head_kwargs(self) -> dict[str, Any]:
         kwargs = super().head_kwargs()
         if self.regression:
             kwargs["problem_type"] = "regression"
         return kwargs
+
+    def metric_names(self) -> set[str]:
+        """The metric's keys on a small made-up split (they do not depend on the values), and ``n``."""
+        import warnings
+
+        labels = np.array([0.0, 1.0, 2.0, 1.5] if self.regression else [0, 1, 0, 1])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scores = self.metric(predictions=labels, references=labels)
+        return {k for k, v in scores.items() if isinstance(v, (int, float))} | {"n"}
 
     def encode(self, split: str, dataset: Any) -> Any:
         """Text (or a text pair) -> ``input_ids``/``attention_mask`` (+ ``token_type_ids``), ``labels``.

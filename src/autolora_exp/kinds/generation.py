@@ -103,6 +103,14 @@ class CausalGeneration(TaskKind):
         bos = self.tokenizer.bos_token_id
         return {"eos_token_id": self.eos_id, "bos_token_id": self.eos_id if bos is None else int(bos)}
 
+    def metric_names(self) -> set[str]:
+        """The metric's declared ``metric_names`` (the official NLG metrics start Java: not run
+        for this), else its keys on one made-up input; plus the teacher-forced ``loss`` and the counts."""
+        declared = getattr(getattr(self.metric, "func", self.metric), "metric_names", None)
+        if declared is None:
+            declared = self.metric(["a small test"], [["a small test"]]).keys()
+        return set(declared) | {"loss", "n_inputs", "n_references", "n_empty"}
+
     # ---- encoding ---------------------------------------------------------------------------
     def _tokenize(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
@@ -203,7 +211,12 @@ class CausalGeneration(TaskKind):
         hypotheses = generate_texts(model, self.tokenizer, prompts, self.settings, self.eos_id, self.pad_id, device,
                                     desc=f"decode {split}")
         references = [refs for _, _, refs in inputs]
+        empty = sum(not h.strip() for h in hypotheses)
+        if hypotheses and empty == len(hypotheses):
+            log.warning("task '%s' split '%s': all %d generated texts are empty, so every metric is 0; the model "
+                        "ends each prompt at once (an undertrained or tiny model?)", self.task_cfg.name, split, empty)
         scores: dict[str, Any] = {k: float(v) for k, v in self.metric(hypotheses, references).items()}
+        scores["n_empty"] = empty
         scores["loss"] = self.loss(model, loader, device)
         scores["n_inputs"] = len(inputs)
         scores["n_references"] = sum(len(r) for r in references)

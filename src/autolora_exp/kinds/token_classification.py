@@ -36,6 +36,12 @@ class TokenClassification(TaskKind):
         self._pad = DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORE_INDEX)
         self.label_names: list[str] | None = None
 
+    def metric_names(self) -> set[str]:
+        """The metric's numeric keys on a made-up sentence (they do not depend on it), and ``n``."""
+        tags = [["B-x", "I-x", "O"]]
+        scores = self.metric(predictions=tags, references=tags)
+        return {k for k, v in scores.items() if isinstance(v, (int, float))} | {"n"}
+
     def encode(self, split: str, dataset: Any) -> Any:
         names = dataset.features["ner_tags"].feature.names
         if len(names) != self.task_cfg.num_labels:

@@ -41,3 +41,7 @@ def e2e_metrics(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) 
         **coco_caption_scores(hyps, refs),
     }
     return {name: float(scores[name]) for name in E2E_METRICS}
+
+
+#: the scores returned, known without running Java (checked against task.primary_metric)
+e2e_metrics.metric_names = E2E_METRICS

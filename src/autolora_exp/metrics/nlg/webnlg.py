@@ -65,3 +65,7 @@ def webnlg_metrics(
     refs = [[lora_postprocess(r) for r in ref_list] for ref_list in refs]
     scores = generationeval_scores(hyps, lora_reference_slots(refs, num_refs))
     return {name: float(scores[name]) for name in WEBNLG_METRICS}
+
+
+#: the scores returned, known without running Java (checked against task.primary_metric)
+webnlg_metrics.metric_names = WEBNLG_METRICS
