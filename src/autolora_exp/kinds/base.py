@@ -33,8 +33,8 @@ class TaskKind:
         return {"num_labels": self.task_cfg.num_labels}
 
     def metric_names(self) -> set[str]:
-        """The numeric scores :meth:`evaluate` reports (``task.primary_metric`` must be one),
-        known before training."""
+        """The scores :meth:`evaluate` reports that can select the best epoch
+        (``task.primary_metric`` must be one; counts such as ``n`` are not), known before training."""
         raise NotImplementedError
 
     def encode(self, split: str, dataset: Any) -> Any:

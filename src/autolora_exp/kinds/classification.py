@@ -40,14 +40,14 @@ class SequenceClassification(TaskKind):
         return kwargs
 
     def metric_names(self) -> set[str]:
-        """The metric's keys on a small made-up split (they do not depend on the values), and ``n``."""
+        """The metric's keys on a small made-up split (they do not depend on the values)."""
         import warnings
 
         labels = np.array([0.0, 1.0, 2.0, 1.5] if self.regression else [0, 1, 0, 1])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             scores = self.metric(predictions=labels, references=labels)
-        return {k for k, v in scores.items() if isinstance(v, (int, float))} | {"n"}
+        return {k for k, v in scores.items() if isinstance(v, (int, float))}
 
     def encode(self, split: str, dataset: Any) -> Any:
         """Text (or a text pair) -> ``input_ids``/``attention_mask`` (+ ``token_type_ids``), ``labels``.

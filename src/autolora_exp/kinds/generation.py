@@ -105,11 +105,11 @@ class CausalGeneration(TaskKind):
 
     def metric_names(self) -> set[str]:
         """The metric's declared ``metric_names`` (the official NLG metrics start Java: not run
-        for this), else its keys on one made-up input; plus the teacher-forced ``loss`` and the counts."""
+        for this), else its keys on one made-up input; plus the teacher-forced ``loss``."""
         declared = getattr(getattr(self.metric, "func", self.metric), "metric_names", None)
         if declared is None:
             declared = self.metric(["a small test"], [["a small test"]]).keys()
-        return set(declared) | {"loss", "n_inputs", "n_references", "n_empty"}
+        return set(declared) | {"loss"}
 
     # ---- encoding ---------------------------------------------------------------------------
     def _tokenize(self, texts: list[str]) -> list[list[int]]:

@@ -37,10 +37,11 @@ class TokenClassification(TaskKind):
         self.label_names: list[str] | None = None
 
     def metric_names(self) -> set[str]:
-        """The metric's numeric keys on a made-up sentence (they do not depend on it), and ``n``."""
+        """The metric's numeric keys on a made-up sentence (they do not depend on it); not the
+        entity count ``support``."""
         tags = [["B-x", "I-x", "O"]]
         scores = self.metric(predictions=tags, references=tags)
-        return {k for k, v in scores.items() if isinstance(v, (int, float))} | {"n"}
+        return {k for k, v in scores.items() if isinstance(v, float)}
 
     def encode(self, split: str, dataset: Any) -> Any:
         names = dataset.features["ner_tags"].feature.names
