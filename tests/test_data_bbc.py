@@ -29,7 +29,8 @@ def test_counts_schema_and_labels(bbc):
     assert BBC_LABELS == tuple(sorted(CLASS_SIZES))
     for d in bbc.values():
         assert d.column_names == ["text", "label", "idx"]
-        assert d.features["label"] == datasets.ClassLabel(names=list(BBC_LABELS)) and d.features["idx"] == datasets.Value("string")
+        assert d.features["label"] == datasets.ClassLabel(names=list(BBC_LABELS))
+        assert d.features["idx"] == datasets.Value("string")
     every = [row for d in bbc.values() for row in zip(d["idx"], d["label"])]
     per_class = Counter(BBC_LABELS[label] for _, label in every)
     assert dict(per_class) == CLASS_SIZES

@@ -46,7 +46,7 @@ class ModelConfig:
     #: tokenizer source when it differs from ``pretrained`` (random models borrow one)
     tokenizer: Optional[str] = None
     #: modules LoRA-style methods adapt (matched as a suffix of the full module name)
-    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
+    target_modules: list[str] = accepts(factory=lambda: ["query", "value"], min_items=1)
     #: the task head, trained by every method
     head_modules: list[str] = field(default_factory=lambda: ["classifier"])
     #: ``None`` = the library default (sdpa); ``eager`` is needed for the exact hypergradient

@@ -78,10 +78,14 @@ class Accepts:
         if self.choices is not None:
             return "one of " + ", ".join(map(str, self.choices))
         if kind in ("a list", "a mapping"):
-            count = ("non-empty " if self.min_items == 1 else "") if self.max_items is None else (
-                f"{self.min_items} to {self.max_items}-item " if self.min_items != self.max_items
-                else f"{self.min_items}-item ")
-            words = f"a {count}{kind[2:]}" + (" of distinct values" if self.distinct else "")
+            noun = kind[2:]
+            if self.max_items is None:
+                words = f"a {'non-empty ' if self.min_items == 1 else ''}{noun}"
+            elif self.min_items == self.max_items:
+                words = f"a {self.min_items}-item {noun}"
+            else:
+                words = f"a {noun} of {self.min_items} to {self.max_items} items"
+            words += " of distinct values" if self.distinct else ""
             if self.item is not None:
                 each = "value" if kind == "a mapping" else "item"
                 words += f", each {each} {self.item.describe(item_kind)}"

@@ -72,7 +72,8 @@ def load_bbc_news(seed: int = 0, dev_fraction: float = 0.1, test_fraction: float
 
     fractions = (1.0 - dev_fraction - test_fraction, dev_fraction, test_fraction)
     parts = stratified_split(labels, fractions, seed)
-    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=list(BBC_LABELS)),
+    features = datasets.Features({"text": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=list(BBC_LABELS)),
                                   "idx": datasets.Value("string")})
     return datasets.DatasetDict({
         split: datasets.Dataset.from_dict({"text": [texts[i] for i in rows], "label": [labels[i] for i in rows],

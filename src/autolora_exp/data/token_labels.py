@@ -79,11 +79,12 @@ def tokenize_and_align(tokenizer: Any, tokens_batch: Sequence[Sequence[str]],
     check_pretokenized_support(tokenizer)
     n_special = tokenizer.num_special_tokens_to_add(pair=False)
     if not isinstance(max_length, int) or max_length - n_special < 1:
-        raise UserError(f"max_length={max_length!r} must be an int > {n_special} (the tokenizer adds "
+        raise UserError(f"task.max_length={max_length!r} must be an int > {n_special} (the tokenizer adds "
                         f"{n_special} special tokens per window)")
     window_content = max_length - n_special
     if not isinstance(stride, int) or not 0 <= stride < window_content:
-        raise UserError(f"stride={stride!r} must be an int in [0, {window_content}) for max_length={max_length} "
+        raise UserError(f"task.stride={stride!r} must be an int in [0, {window_content}) for "
+                        f"task.max_length={max_length} "
                         f"({n_special} special tokens): windows must advance")
     # Plain lists: a datasets Column re-reads Arrow on every index, and the tokenizer rejects it.
     words = [list(sentence) for sentence in tokens_batch]
