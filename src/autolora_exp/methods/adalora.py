@@ -39,6 +39,7 @@ from torch import nn
 from autolora_exp.errors import UserError
 from autolora_exp.methods.base import Method
 from autolora_exp.models import check_target_modules
+from autolora_exp.validation import check_fields
 
 ADAPTER_NAME = "default"
 
@@ -97,19 +98,18 @@ class AdaLoRA(Method):
         lora_dropout: float = 0.1,
         total_step: int | None = None,
     ) -> None:
-        if not 1 <= target_r < init_r:
+        from autolora_exp.schema import AdaLoRAConfig  # here: the schema module imports the methods'
+
+        # each value against its field's rule (beta1 in (0, 1), deltaT >= 1, ...), then the rules
+        # that relate them
+        check_fields(AdaLoRAConfig(name=name, lr=lr, init_r=init_r, target_r=target_r, tinit=tinit, tfinal=tfinal,
+                                   deltaT=deltaT, beta1=beta1, beta2=beta2, orth_reg_weight=orth_reg_weight,
+                                   lora_alpha=lora_alpha, lora_dropout=lora_dropout, total_step=total_step), "method.")
+        if not target_r < init_r:
             raise UserError(f"method.target_r={target_r}, method.init_r={init_r}: AdaLoRA needs "
                             f"1 <= target_r < init_r (it prunes from init_r down to target_r)")
-        for key, beta in (("beta1", beta1), ("beta2", beta2)):
-            if not 0 < beta < 1:
-                raise UserError(f"method.{key}={beta} is not in the open interval (0, 1)")
-        if deltaT < 1:
-            raise UserError(f"method.deltaT={deltaT} is not accepted: use a step interval >= 1")
-        if orth_reg_weight < 0:
-            raise UserError(f"method.orth_reg_weight={orth_reg_weight} is negative: use a weight >= 0")
-        if total_step is not None and total_step < 1:
-            raise UserError(f"method.total_step={total_step} is not accepted: use null (the planned "
-                            f"steps) or a step count >= 1")
+        for what, value in (("tinit", tinit), ("tfinal", tfinal)):
+            resolve_steps(value, 1, what)  # a fraction below 1 or a whole number of steps
         self.name = name
         self.lr = lr
         self.init_r = init_r

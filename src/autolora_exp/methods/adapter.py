@@ -36,6 +36,7 @@ from torch import nn
 from autolora_exp.errors import UserError
 from autolora_exp.methods.base import Method
 from autolora_exp.models import check_target_modules
+from autolora_exp.validation import check_fields
 
 #: Houlsby's reference code initialises W_down from a truncated normal of this std (W_up too,
 #: but it starts at zero here so the adapter is exactly the identity).
@@ -119,9 +120,11 @@ class HoulsbyAdapter(Method):
         nonlinearity: str = "gelu",
         train_layer_norms: bool = True,
     ) -> None:
-        if bottleneck < 1:
-            raise UserError(f"method.bottleneck={bottleneck} is not accepted: use a width >= 1")
+        from autolora_exp.schema import AdapterConfig  # here: the schema module imports this one
+
         _activation(nonlinearity)  # fail at construction, before any model loads
+        check_fields(AdapterConfig(name=name, lr=lr, bottleneck=bottleneck, nonlinearity=nonlinearity,
+                                   train_layer_norms=train_layer_norms), "method.")  # its fields' rules
         self.name = name
         self.lr = lr
         self.bottleneck = bottleneck

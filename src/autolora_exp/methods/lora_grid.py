@@ -27,6 +27,7 @@ from autolora_exp.methods.lora import LoRA
 from autolora_exp.models import check_target_modules, count_parameters
 from autolora_exp.seeding import derived_seed, seed_everything
 from autolora_exp.train import fit
+from autolora_exp.validation import check_fields
 
 
 @dataclass
@@ -61,9 +62,11 @@ class LoRAGrid(Method):
         self.lr = lr
         # None = the default grid; an empty list is an error (it once ran the default grid and
         # recorded [] in result.json)
+        from autolora_exp.schema import LoRAGridConfig  # here: the schema module imports the methods'
+
         self.grid = [int(r) for r in ([1, 2, 4, 8, 16] if ranks is None else ranks)]
-        if not self.grid or any(r < 1 for r in self.grid) or len(set(self.grid)) != len(self.grid):
-            raise UserError(f"method.ranks={self.grid} must be distinct integers >= 1, e.g. [1, 2, 4, 8, 16]")
+        check_fields(LoRAGridConfig(name=name, lr=lr, ranks=self.grid, lora_alpha=lora_alpha,
+                                    lora_dropout=lora_dropout), "method.")  # distinct ranks >= 1, ...
         self.lora_alpha = lora_alpha
         self.lora_dropout = lora_dropout
 
