@@ -147,8 +147,9 @@ def rte() -> list[str]:
     (["task.kind=regression"], "task.num_labels=2 is not accepted with task.kind=regression"),
     (["task.kind=regression", "task.num_labels=1"], "its labels are classes"),
     (["task.text_fields=[sentence1,premise]"], "task.text_fields ['premise'] not in the data columns"),
+    (["task.max_length=1000"], "task.max_length=1000 exceeds the 512 positions of the model's tokenizer"),
 ], ids=["num_labels_too_many", "primary_metric", "max_length", "regression_num_labels", "regression_on_classes",
-        "text_field"])
+        "text_field", "max_length_over_positions"])
 def test_config_that_does_not_fit_the_data_fails_before_training(rte, overrides, needle, tmp_path, monkeypatch):
     import autolora_exp.pipeline as pipeline
 
@@ -161,6 +162,15 @@ def test_config_that_does_not_fit_the_data_fails_before_training(rte, overrides,
         run(compose([*rte, *overrides], out))
     assert needle in str(err.value), str(err.value)
     assert failed_phase(out) in ("config", "data")
+
+
+def test_unknown_attention_implementation_is_one_line(make_cfg, monkeypatch):
+    import autolora_exp.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "fit", lambda *a, **k: pytest.fail("training started"))
+    with pytest.raises(UserError, match=r"model.attn_implementation='fast' is not accepted: .*sdpa") as err:
+        run(make_cfg(*TINY, "model.attn_implementation=fast"))
+    assert "\n" not in str(err.value)
 
 
 def test_fewer_declared_labels_than_the_data_has(make_cfg):

@@ -75,18 +75,24 @@ def load_backbone(model_cfg: Any, tokenizer: Any, auto_class: str, head_kwargs: 
     auto = getattr(transformers, auto_class)
     attn = {"attn_implementation": model_cfg.attn_implementation} if model_cfg.attn_implementation else {}
 
-    if model_cfg.from_config is not None:
-        fields = dict(model_cfg.from_config)
-        model_type = fields.pop("model_type")
-        config = transformers.AutoConfig.for_model(model_type, **fields, **head_kwargs)
-        config.pad_token_id = tokenizer.pad_token_id
-        model = auto.from_config(config, **attn)
-    elif model_cfg.pretrained is not None:
-        source = resolve_source(model_cfg.pretrained)
-        model = load_quietly(functools.partial(_from_pretrained, auto, source, "model"), model_cfg.head_modules,
-                             f"model {model_cfg.name}", **head_kwargs, **attn)
-    else:
-        raise UserError(f"model '{model_cfg.name}' sets neither model.pretrained nor model.from_config")
+    try:
+        if model_cfg.from_config is not None:
+            fields = dict(model_cfg.from_config)
+            model_type = fields.pop("model_type")
+            config = transformers.AutoConfig.for_model(model_type, **fields, **head_kwargs)
+            config.pad_token_id = tokenizer.pad_token_id
+            model = auto.from_config(config, **attn)
+        elif model_cfg.pretrained is not None:
+            source = resolve_source(model_cfg.pretrained)
+            model = load_quietly(functools.partial(_from_pretrained, auto, source, "model"), model_cfg.head_modules,
+                                 f"model {model_cfg.name}", **head_kwargs, **attn)
+        else:
+            raise UserError(f"model '{model_cfg.name}' sets neither model.pretrained nor model.from_config")
+    except ValueError as err:  # transformers names the implementations it accepts
+        if attn and "attn_implementation" in str(err):
+            raise UserError(f"model.attn_implementation={model_cfg.attn_implementation!r} is not accepted: "
+                            f"{' '.join(str(err).split())}") from None
+        raise
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     if auto_class == "AutoModelForCausalLM" and getattr(model, "loss_type", "") is None:

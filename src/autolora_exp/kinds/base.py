@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from autolora_exp.errors import UserError
 from autolora_exp.preemption import ignore_stop_signals
 
 datasets.disable_progress_bars()  # per-split "Map" bars drown the training progress bar
@@ -27,6 +28,12 @@ class TaskKind:
         self.task_cfg = task_cfg
         self.tokenizer = tokenizer
         self.metric = metric
+        # longer sequences crash in the position embeddings at the first long batch; tokenizers
+        # that do not know their model's length report a huge placeholder (1e30)
+        positions = getattr(tokenizer, "model_max_length", None)
+        if isinstance(positions, int) and positions < 10**9 and task_cfg.max_length > positions:
+            raise UserError(f"task.max_length={task_cfg.max_length} exceeds the {positions} positions of the model's "
+                            f"tokenizer (model_max_length); use task.max_length <= {positions}")
 
     def head_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``from_pretrained``/``from_config`` that shape the task head."""
