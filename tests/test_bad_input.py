@@ -351,3 +351,17 @@ def test_all_empty_generations_warn_and_are_counted(tmp_path, monkeypatch, caplo
         result = run(compose(overrides, tmp_path / "run"))
     assert any("all 4 generated texts are empty" in r.getMessage() for r in caplog.records)
     assert result["metrics"]["final"]["validation"]["n_empty"] == 4
+
+
+def test_harmless_variants_still_load_exactly(tmp_path):
+    """Not errors: Windows line ends in a GLUE file, a UTF-8 byte-order mark in an E2E file."""
+    from autolora_exp.data.glue import load_glue
+    from autolora_exp.data.nlg import _read_e2e_csv
+
+    train = copy_of(tmp_path, "glue/RTE/train.tsv")
+    train.write_bytes(train.read_bytes().replace(b"\n", b"\r\n"))
+    assert load_glue("rte", data_dir=tmp_path / "glue")["train"].to_dict() == \
+        load_glue("rte", data_dir=SHARED_DATA / "glue")["train"].to_dict()
+    dev = copy_of(tmp_path, "e2e/devset.csv")
+    dev.write_bytes(b"\xef\xbb\xbf" + dev.read_bytes())
+    assert _read_e2e_csv(dev) == _read_e2e_csv(SHARED_DATA / "e2e" / "devset.csv")

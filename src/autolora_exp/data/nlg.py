@@ -181,7 +181,7 @@ def _e2e_from_csv(paths: Mapping[str, Path], sources: Mapping[str, Mapping[str, 
 def _read_e2e_csv(path: Path) -> list[tuple[str, str]]:
     """(linearised MR, reference) per row; a row without exactly the header's fields, or a file
     that ends inside a quoted text (cut short), is an error naming the file and line."""
-    with named_decode_errors(path), path.open(encoding="utf-8", newline="") as f:
+    with named_decode_errors(path), path.open(encoding="utf-8-sig", newline="") as f:  # -sig: a BOM is dropped
         reader = csv.DictReader(f, strict=True)
         if reader.fieldnames is None or not {"mr", "ref"} <= set(reader.fieldnames):
             raise UserError(f"{path} has columns {reader.fieldnames}; expected 'mr' and 'ref'")
