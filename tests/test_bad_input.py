@@ -173,6 +173,14 @@ def test_unknown_attention_implementation_is_one_line(make_cfg, monkeypatch):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("override,key", [("method._target_=nope.Nope", "method"),
+                                          ("task.metric._target_=autolora_exp.metrics.nope", "task.metric")])
+def test_target_that_cannot_be_imported_is_one_line(make_cfg, override, key):
+    target = override.split("=")[1]
+    with pytest.raises(UserError, match=rf"{key}._target_='{target}' cannot be imported"):
+        run(make_cfg(*TINY, override))
+
+
 def test_fewer_declared_labels_than_the_data_has(make_cfg):
     # BBC News has 5 classes: 3 declared is refused by count, whatever labels the subsample holds
     with pytest.raises(UserError, match=r"task.num_labels=3 but the data has 5 classes"):

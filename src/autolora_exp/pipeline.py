@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from autolora_exp import progress, results
@@ -124,7 +123,7 @@ class PhaseTimer:
 
 def load_task_data(task_cfg: DictConfig, seed: int) -> Any:
     """The task's ``DatasetDict``: loader from ``task.loader``, then seeded subsampling."""
-    loader = instantiate(task_cfg.loader, _partial_=True)
+    loader = build(task_cfg.loader, "task.loader", _partial_=True)
     params = inspect.signature(loader.func).parameters
     kwargs: dict[str, Any] = {}
     if task_cfg.data_dir is not None:
@@ -321,12 +320,12 @@ def _run(cfg: DictConfig, config: dict[str, Any], digest: str, output_dir: Path,
     device = precision.device
     schedule = checkpoint_schedule(cfg.train)
     task_cfg, model_cfg = cfg.task, cfg.model
-    method = build(cfg.method)  # the method's own rules (e.g. AdaLoRA's target_r < init_r) run here
+    method = build(cfg.method, "method")  # the method's own rules (e.g. AdaLoRA's target_r < init_r) run here
 
     def checkpointer(phase: str) -> Checkpointer:
         return Checkpointer(output_dir / CHECKPOINT_DIR, phase, config_hash=digest, **schedule)
 
-    metric = instantiate(task_cfg.metric)
+    metric = build(task_cfg.metric, "task.metric")
     if (java := check_java_for(metric, f"task '{task_cfg.name}'")) is not None:  # before any data or training
         log.debug("java for the metrics: %s", java)
     with timer("data"):

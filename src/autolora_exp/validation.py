@@ -176,10 +176,11 @@ def validate_config(cfg: DictConfig) -> None:
     check_fields(cfg)
 
 
-def build(node: Any, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate(node)``, with a UserError raised by the target coming out as
-    itself. Hydra wraps whatever a constructor raises in ``InstantiationException``, which would
-    reach the user as a crash (exit 1, Hydra's banner) instead of one line and exit 2."""
+def build(node: Any, key: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate(node)`` (the config at ``key``), where a UserError raised by the
+    target comes out as itself and a ``_target_`` that cannot be imported is a UserError. Hydra
+    wraps both in ``InstantiationException``, which would reach the user as a crash (exit 1,
+    Hydra's banner) instead of one line and exit 2."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
@@ -187,6 +188,8 @@ def build(node: Any, **kwargs: Any) -> Any:
         return instantiate(node, **kwargs)
     except InstantiationException as err:
         cause = err.__cause__
+        if isinstance(cause, ImportError):
+            raise UserError(f"{key}._target_={node.get('_target_')!r} cannot be imported ({cause})") from None
         while cause is not None and not isinstance(cause, UserError):
             cause = cause.__cause__
         if cause is None:
