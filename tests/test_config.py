@@ -8,6 +8,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import instantiate
 from omegaconf.errors import ConfigKeyError, ValidationError
 
+from autolora_exp.validation import validate_config
 from conftest import CONF_DIR, compose
 
 
@@ -44,6 +45,7 @@ def test_groups_found():
 @pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])
 def test_option_composes_and_instantiates(group, option, tmp_path):
     cfg = compose([f"{group}={option}"], tmp_path)
+    validate_config(cfg)  # every shipped value passes the schema's rules
     method = instantiate(cfg.method)
     assert method.name == cfg.method.name
     metric = instantiate(cfg.task.metric)
