@@ -54,6 +54,7 @@ class Accepts:
     item: Accepts | None = None
 
     def ok(self, value: Any) -> bool:
+        """Whether ``value`` (a plain Python value, interpolations resolved) is accepted."""
         if value is None:
             return True  # Optional fields only: Hydra refuses null elsewhere
         if self.choices is not None and value not in self.choices:
@@ -98,7 +99,7 @@ class Accepts:
             return f"{kind} {'>=' if self.ge is not None else '>'} {low[1:]}"
         if high:
             return f"{kind} {'<=' if self.le is not None else '<'} {high[:-1]}"
-        return f"a finite {kind.split()[-1]}" if kind in ("a number",) else kind
+        return "a finite number" if kind == "a number" else kind
 
 
 def accepts(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, **rule: Any) -> Any:
