@@ -113,6 +113,13 @@ class TaskConfig:
         if task.kind == "regression" and task.num_labels != 1:
             raise UserError(f"{prefix}num_labels={task.num_labels} is not accepted with {prefix}kind=regression; "
                             "use 1 (one predicted score)")
+        # the best epoch is chosen on eval_splits: never on the training rows, never on the test split
+        if "train" in task.eval_splits or task.test_split == "train":
+            raise UserError(f"{prefix}eval_splits={list(task.eval_splits)}, {prefix}test_split={task.test_split!r}: "
+                            "the training split cannot be evaluated as dev or test data")
+        if task.test_split is not None and task.test_split in task.eval_splits:
+            raise UserError(f"{prefix}test_split={task.test_split!r} is also in {prefix}eval_splits, which choose the "
+                            "best epoch: the test score would be selected on the test set; drop it from one of them")
         if task.kind in ("classification", "token_classification") and task.num_labels < 2:
             raise UserError(f"{prefix}num_labels={task.num_labels} is not accepted with {prefix}kind={task.kind}; "
                             "use the number of classes (>= 2), or kind=regression for one score")
