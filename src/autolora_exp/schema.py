@@ -178,7 +178,7 @@ class LoggerConfig:
     group: Optional[str] = None
     tags: list[str] = field(default_factory=list)
     #: optimiser steps between two ``train/loss``/``train/lr`` points (the loss is their mean)
-    log_every_steps: int = 50
+    log_every_steps: int = accepts(50, **COUNT)
 
 
 # ---- methods -------------------------------------------------------------------------------
