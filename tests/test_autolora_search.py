@@ -239,11 +239,11 @@ def test_patience_stops_once_the_ranks_are_stable_and_resumes_there(tmp_path):
 
 
 def test_new_search_keys_are_validated_with_the_accepted_values():
-    with pytest.raises(UserError, match="weight_optimizer 'sgd'; accepted: adamw, adam"):
+    with pytest.raises(UserError, match="weight_optimizer='sgd' is not accepted; use one of adamw, adam"):
         SearchConfig(weight_optimizer="sgd")
-    with pytest.raises(UserError, match="selection_optimizer 'rmsprop'; accepted: adamw, adam"):
+    with pytest.raises(UserError, match="selection_optimizer='rmsprop' is not accepted; use one of adamw, adam"):
         SearchConfig(selection_optimizer="rmsprop")
-    with pytest.raises(UserError, match="fd_dropout_masks 'same'; accepted: replay, fresh"):
+    with pytest.raises(UserError, match="fd_dropout_masks='same' is not accepted; use one of replay, fresh"):
         SearchConfig(fd_dropout_masks="same")
     with pytest.raises(UserError, match="hypergrad=.darts. only"):
         SearchConfig(hypergrad="first_order", fd_dropout_masks="fresh")
