@@ -51,6 +51,8 @@ BAD_VALUES = [
     (["train.max_steps=0"], "train.max_steps=0", "null or an integer >= 1"),
     (["train.num_workers=-1"], "train.num_workers=-1", "an integer >= 0"),
     (["train.checkpoint_every=-5"], "train.checkpoint_every=-5", "an integer >= 0"),
+    (["train.precision=fp8"], "train.precision='fp8'", "one of fp32, bf16, fp16"),
+    (["train.log_every=0"], "train.log_every=0", "an integer >= 1"),
     (["task.max_length=1"], "task.max_length=1", "an integer >= 2"),
     (["task.stride=-1"], "task.stride=-1", "an integer >= 0"),
     (["task.max_train_samples=0"], "task.max_train_samples=0", "null or an integer >= 1"),
