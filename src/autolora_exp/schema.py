@@ -156,7 +156,7 @@ class TrainConfig:
     #: one plain line every ``log_every_s`` seconds (:mod:`autolora_exp.progress`), showing the
     #: loss last read back (``log_every``)
     progress: bool = True
-    log_every_s: float = accepts(30.0, gt=0)
+    log_every_s: float = accepts(30.0, ge=0)
     #: save a checkpoint every N steps (search and retrain); 0 = off (see checkpoint_every_s)
     checkpoint_every: int = accepts(0, ge=0)
     #: save a checkpoint once this many seconds have passed since the last one (checked at every
