@@ -343,14 +343,27 @@ def test_unwritable_output_folder_is_one_line(tmp_path, multirun):
 @pytest.fixture
 def file_size_limit():
     """``limit(n)``: from now on this process cannot write past n bytes into a file (EFBIG, what
-    a full disk looks like to the writer: the OS refuses mid-file); lifted after the test."""
+    a full disk looks like to the writer: the OS refuses mid-file); ``limit.lift()`` restores it.
+
+    Tests lift the cap in a ``finally`` right after the refused write: pytest reports a test before
+    its fixtures are torn down, and when its output is redirected to a file (CI logs) that report
+    would itself hit the cap (an INTERNALERROR that ends the whole session)."""
     import resource
     import signal
 
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+
+    class Limit:
+        def __call__(self, n: int) -> None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (n, hard))
+
+        def lift(self) -> None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
     previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the process
-    yield lambda n: resource.setrlimit(resource.RLIMIT_FSIZE, (n, hard))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    limit = Limit()
+    yield limit
+    limit.lift()
     signal.signal(signal.SIGXFSZ, previous)
 
 
@@ -359,8 +372,11 @@ def test_a_checkpoint_the_disk_refuses_is_one_line_and_the_last_one_stays(tmp_pa
     ckpt.save({"step": 1})
     ckpt.save({"step": 2, "w": torch.zeros(10)})
     file_size_limit(4096)  # the real OS error, through torch.save's C++ zip writer
-    with pytest.raises(UserError) as err:
-        ckpt.save({"step": 3, "w": torch.zeros(100_000)})
+    try:
+        with pytest.raises(UserError) as err:
+            ckpt.save({"step": 3, "w": torch.zeros(100_000)})
+    finally:
+        file_size_limit.lift()
     assert str(err.value) == (f"could not write {ckpt.path} (File too large); the last checkpoint is kept "
                               f"({ckpt.path} and {ckpt.previous}): free space and run the same command again "
                               "to resume from it")
@@ -380,8 +396,11 @@ def test_disk_full_while_saving_a_checkpoint_keeps_the_last_one(tmp_path, monkey
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", save)
-    with pytest.raises(UserError) as err:
-        run(compose([*TINY, "train.checkpoint_every=1"], out))
+    try:
+        with pytest.raises(UserError) as err:
+            run(compose([*TINY, "train.checkpoint_every=1"], out))
+    finally:
+        file_size_limit.lift()
     message = str(err.value)
     assert "(File too large); the last checkpoint is kept" in message and "\n" not in message
     monkeypatch.undo()
