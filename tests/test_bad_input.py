@@ -67,7 +67,6 @@ BAD_VALUES = [
     (["task.eval_splits=[validation,test]"], "task.test_split='test' is also in task.eval_splits",
      "selected on the test set"),
     (["logger.mode=loud"], "logger.mode='loud'", "one of online, offline, disabled"),
-    (["logger.log_every_steps=0"], "logger.log_every_steps=0", "an integer >= 1"),
     (["method=lora_grid", "method.ranks=[]"], "method.ranks=[]",
      "a non-empty list of distinct values, each item an integer >= 1"),
     (["model.target_modules=[]"], "model.target_modules=[]", "a non-empty list"),

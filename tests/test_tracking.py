@@ -27,7 +27,7 @@ TINY = ["debug=default", "model=tiny-roberta", "logger.mode=offline"]
 # steps, every step logged. The search's last points (steps 10, 12) lie above the retrain's
 # first epoch (step 4): with one shared `step=` W&B would drop that epoch.
 SEARCH_THEN_RETRAIN = [*TINY, "method=autolora", "train.max_steps=null", "task.search_epochs=6",
-                       "method.search.log_every=2", "logger.log_every_steps=1"]
+                       "method.search.log_every=2", "train.log_every=1"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -96,7 +96,7 @@ def test_search_and_retrain_curves_are_complete(autolora_offline):
     assert wb.curve("epoch", "epoch/train_loss") == [(e["epoch"], pytest.approx(e["train_loss"])) for e in epochs]
     steps = wb.curve("train/step", "train/loss")
     assert [s for s, _ in steps] == list(range(1, result["phases"]["train"]["steps"] + 1))
-    # each point is one step's loss here (log_every_steps=1): an epoch's mean is the epoch loss
+    # each point is one step's loss here (train.log_every=1): an epoch's mean is the epoch loss
     per_epoch = len(steps) // len(epochs)
     for i, e in enumerate(epochs):
         window = [v for _, v in steps[i * per_epoch:(i + 1) * per_epoch]]
@@ -154,7 +154,7 @@ def test_ranks_table_heatmap_and_artifacts(autolora_offline):
 
 @pytest.mark.parametrize("phase", ["search", "train"])
 def test_requeued_run_continues_the_same_wandb_run(offline, tmp_path, phase):
-    cfg = compose([*TINY, "method=autolora", "method.search.log_every=1", "logger.log_every_steps=1"], tmp_path)
+    cfg = compose([*TINY, "method=autolora", "method.search.log_every=1", "train.log_every=1"], tmp_path)
     stop = StopSignal()
     with pytest.MonkeyPatch.context() as mp:
         if phase == "search":
@@ -286,7 +286,7 @@ def test_disabled_writes_no_wandb_files(tmp_path):
 
 
 @pytest.mark.parametrize("override, needle", [
-    ("logger.log_every_steps=0", "logger.log_every_steps=0"),
+    ("train.log_every=0", "train.log_every=0"),
     ("logger.mode=onlin", "'onlin'"),
 ])
 def test_bad_logger_settings_fail_with_the_value_named(tmp_path, monkeypatch, override, needle):
@@ -306,7 +306,7 @@ class RecordingRun:
 
 
 def test_train_loss_points_are_means_over_the_interval(tmp_path):
-    tracker = Tracker(compose([*TINY, "logger.log_every_steps=3"], tmp_path).logger, {}, None, str(tmp_path))
+    tracker = Tracker(compose([*TINY], tmp_path).logger, {}, None, str(tmp_path), log_every=3)
     tracker.run = RecordingRun()
     for step in range(1, 9):
         tracker.log_train_step(step, torch.tensor(float(step)), lr=0.1 * step)

@@ -150,7 +150,9 @@ class TrainConfig:
     pin_memory: Optional[bool] = None
     #: batches of similar lengths (HF Trainer's group_by_length), seeded and resumable
     group_by_length: bool = False
-    #: read the loss back (progress bar, NaN check) every N steps
+    #: read the loss back to the host every N steps: the progress bar, the NaN check and W&B's
+    #: ``train/loss``/``train/lr`` points (the loss is the mean over the N steps); one interval, so
+    #: W&B adds no host synchronisation of its own
     log_every: int = accepts(50, **COUNT)
     #: progress of training, search and decoding: a tqdm bar on a terminal, else (a SLURM file)
     #: one plain line every ``log_every_s`` seconds (:mod:`autolora_exp.progress`), showing the
@@ -177,8 +179,6 @@ class LoggerConfig:
     #: W&B group; None = the experiment (``name``)
     group: Optional[str] = None
     tags: list[str] = field(default_factory=list)
-    #: optimiser steps between two ``train/loss``/``train/lr`` points (the loss is their mean)
-    log_every_steps: int = accepts(50, **COUNT)
 
 
 # ---- methods -------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ epoch logged at a lower step)::
                                                         (every epoch of every rank; step = the
                                                         grid's optimiser steps so far)
     train/step    train/loss (mean since the previous point), train/lr (the rate the step used)
-                                                        (every logger.log_every_steps steps)
+                                                        (every train.log_every steps)
     epoch         epoch/train_loss, epoch/step, eval/<split>/<metric>   (every epoch)
 
 Summary (:func:`run_summary`): what the tables need, from result.json: ``final/``, ``best/``
@@ -140,13 +140,12 @@ def run_summary(result: dict[str, Any]) -> dict[str, Any]:
 class Tracker:
     """The run's W&B run; every method is a no-op when W&B is disabled or has failed."""
 
-    def __init__(self, logger_cfg: Any, config: dict[str, Any], identity: RunIdentity, output_dir: str) -> None:
+    def __init__(self, logger_cfg: Any, config: dict[str, Any], identity: RunIdentity, output_dir: str,
+                 log_every: int = 50) -> None:
         self.run: Any = None
         self.identity = identity
-        self.every = int(logger_cfg.log_every_steps)
-        if self.every < 1:
-            raise UserError(f"logger.log_every_steps={logger_cfg.log_every_steps} is not valid; use an integer >= 1 "
-                            "(optimiser steps between two train/loss points)")
+        #: ``train.log_every``: optimiser steps between two train/loss points
+        self.every = int(log_every)
         mode = os.environ.get("WANDB_MODE") or logger_cfg.mode
         if mode not in MODES:
             raise UserError(f"W&B mode '{mode}' (logger.mode or WANDB_MODE) is not one of {', '.join(MODES)}")
@@ -170,7 +169,7 @@ class Tracker:
 
     @classmethod
     def for_run(cls, cfg: Any, config: dict[str, Any], digest: str) -> "Tracker":
-        return cls(cfg.logger, config, run_identity(cfg, digest), str(cfg.output_dir))
+        return cls(cfg.logger, config, run_identity(cfg, digest), str(cfg.output_dir), cfg.train.log_every)
 
     def _call(self, what: str, fn: Callable[[], Any]) -> None:
         if self.run is None:
@@ -202,7 +201,7 @@ class Tracker:
 
     def log_train_step(self, step: int, loss: torch.Tensor, lr: float) -> None:
         """Every optimiser step; logs train/loss (mean since the last point) and train/lr every
-        ``logger.log_every_steps`` steps. The loss stays on its device until then."""
+        ``train.log_every`` steps. The loss stays on its device until then."""
         if self.run is None:
             return
         self._window.add(loss)
