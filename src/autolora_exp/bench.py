@@ -100,12 +100,16 @@ def compose_config(overrides: list[str], output_dir: Path, conf_dir: Path) -> An
     return cfg
 
 
-def config_digest(overrides: list[str], output_dir: Path, conf_dir: Path) -> str:
-    """The config hash pipeline.run will record for these overrides (see results.config_hash)."""
+def resolved_config(overrides: list[str], output_dir: Path, conf_dir: Path) -> dict[str, Any]:
+    """The resolved config (plain dict) ``python run.py <overrides>`` would run."""
     from omegaconf import OmegaConf
 
-    cfg = compose_config(overrides, output_dir, conf_dir)
-    return results.config_hash(OmegaConf.to_container(cfg, resolve=True))
+    return OmegaConf.to_container(compose_config(overrides, output_dir, conf_dir), resolve=True)
+
+
+def config_digest(overrides: list[str], output_dir: Path, conf_dir: Path) -> str:
+    """The config hash pipeline.run will record for these overrides (see results.config_hash)."""
+    return results.config_hash(resolved_config(overrides, output_dir, conf_dir))
 
 
 @dataclass
@@ -131,21 +135,30 @@ class RunRecord:
     process: dict[str, Any] = field(default_factory=dict)
 
 
-def run_one(run: BenchRun, repo: Path, python: str = sys.executable, echo: bool = True) -> RunRecord:
-    """Reuse the run's finished result.json (same config hash) or run it in a fresh process.
+def run_one(run: BenchRun, repo: Path, python: str = sys.executable, echo: bool = True,
+            committed: tuple[Path, Path] | None = None) -> RunRecord:
+    """Reuse a finished result.json of the run's config, or run it in a fresh process.
 
-    A result of the same config in the planned folder without the digest (the layout before
-    run folders carried it) is reused too, where it lies.
+    Reused where it lies (:func:`find_reusable`): the planned folder with the config digest
+    (``seed<N>-<digest>``), the planned folder without it (the layout before run folders carried
+    it), or another ``seed<N>-*`` folder beside them. With ``committed = (runs_root, store)`` the
+    same places in a store of committed results (e.g. ``docs/bench/runs`` from another machine)
+    are looked at next, and a hit is copied here (:func:`import_committed`).
     """
     conf_dir = repo / "conf"
-    digest = config_digest(run.overrides, run.folder, conf_dir)
-    for folder in (with_digest(run.folder, digest), run.folder):
-        finished = results.finished_result(folder, digest)
-        if finished is not None:
-            if echo:
-                print(f"[bench] reuse {folder}", flush=True)
-            return RunRecord(run.key, folder, "completed", reused=True, result=finished,
-                             process=_read_json(folder / BENCH_FILE).get("process", {}))
+    current = resolved_config(run.overrides, run.folder, conf_dir)
+    digest = results.config_hash(current)
+    hit = find_reusable(run.folder, digest, current)
+    if hit is None and committed is not None:
+        hit = import_committed(run.folder, digest, *committed, current)
+        if hit is not None and echo:
+            print(f"[bench] import {committed[1] / hit[0].relative_to(committed[0])}", flush=True)
+    if hit is not None:
+        folder, finished = hit
+        if echo:
+            print(f"[bench] reuse {folder}", flush=True)
+        return RunRecord(run.key, folder, "completed", reused=True, result=finished,
+                         process=_read_json(folder / BENCH_FILE).get("process", {}))
     run = BenchRun(run.key, run.overrides, with_digest(run.folder, digest))
 
     run.folder.mkdir(parents=True, exist_ok=True)
@@ -175,6 +188,77 @@ def run_one(run: BenchRun, repo: Path, python: str = sys.executable, echo: bool 
         process["warning"] = f"config hash {result.get('config_hash')} != composed {digest}"
     results.atomic_write_json(run.folder / BENCH_FILE, {"key": run.key, "config_hash": digest, "process": process})
     return RunRecord(run.key, run.folder, "completed", result=result, process=process)
+
+
+#: the files of a finished run that a committed store keeps (small JSON: no weights, no logs)
+COMMITTED_FILES = (results.RESULT_FILE, BENCH_FILE)
+
+
+def candidate_folders(planned: Path, digest: str) -> list[Path]:
+    """Where a finished run of the planned folder may lie: ``seed<N>-<digest>``, ``seed<N>``
+    (the layout before run folders carried the digest), then any other ``seed<N>-*`` beside them
+    (a run of an earlier schema: :func:`reusable_result` decides)."""
+    exact = [with_digest(planned, digest), planned]
+    others = sorted(p for p in planned.parent.glob(f"{planned.name}-*") if p not in exact) \
+        if planned.parent.is_dir() else []
+    return exact + others
+
+
+def find_reusable(planned: Path, digest: str, current: dict[str, Any] | None = None
+                  ) -> tuple[Path, dict[str, Any]] | None:
+    """``(folder, result)`` of the first candidate folder holding a result this config may reuse."""
+    for folder in candidate_folders(planned, digest):
+        found = reusable_result(folder, digest, current)
+        if found is not None:
+            return folder, found
+    return None
+
+
+def import_committed(planned: Path, digest: str, runs_root: Path, store: Path,
+                     current: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]] | None:
+    """Copy a committed finished run of this config from ``store`` into ``runs_root``.
+
+    ``store`` mirrors ``runs_root``: the run ``runs_root/<rel>`` is kept as ``store/<rel>/result.json``
+    (+ ``bench.json``). The store's folders are searched as local ones (:func:`find_reusable`): a
+    committed result of another config (other data path, device, settings) is ignored, and nothing
+    local is overwritten. Returns ``(local folder, result)`` or None.
+    """
+    try:
+        rel = planned.relative_to(runs_root)
+    except ValueError:
+        return None
+    hit = find_reusable(store / rel, digest, current)
+    if hit is None:
+        return None
+    target = runs_root / hit[0].relative_to(store)
+    if (target / results.RESULT_FILE).exists():
+        return None
+    target.mkdir(parents=True, exist_ok=True)
+    for name in COMMITTED_FILES:
+        if (hit[0] / name).is_file():
+            results.atomic_write_text(target / name, (hit[0] / name).read_text(encoding="utf-8"))
+    found = reusable_result(target, digest, current)
+    return None if found is None else (target, found)
+
+
+def export_committed(records: Iterable["RunRecord"], runs_root: Path, store: Path) -> int:
+    """Copy every finished run's small JSON files to ``store`` (mirroring ``runs_root``); the count copied."""
+    copied = 0
+    for rec in records:
+        if rec.status != "completed":
+            continue
+        try:
+            target = store / rec.folder.relative_to(runs_root)
+        except ValueError:
+            continue
+        for name in COMMITTED_FILES:
+            src = rec.folder / name
+            if src.is_file() and (not (target / name).is_file()
+                                  or (target / name).read_bytes() != src.read_bytes()):
+                target.mkdir(parents=True, exist_ok=True)
+                results.atomic_write_text(target / name, src.read_text(encoding="utf-8"))
+                copied += name == results.RESULT_FILE
+    return copied
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -269,7 +353,7 @@ def command_line(script: str, argv: list[str]) -> str:
 
 def write_report(bench: str, script: str, argv: list[str], settings: dict[str, Any], machine: dict[str, Any],
                  start: float, records: list[RunRecord], entries: list[dict[str, Any]], summary: dict[str, Any],
-                 markdown: Any, out: Path, name: str) -> int:
+                 markdown: Any, out: Path, name: str, echo: bool = True) -> int:
     """Write ``<out>/<name>.json`` and ``.md`` (atomically), print the Markdown; exit status 1 if a run failed."""
     report: dict[str, Any] = {"bench": bench, "created": results.now(), "command": command_line(script, argv),
                               "settings": settings, "machine": machine, "loadavg_end": machine_info()["loadavg"],
@@ -284,7 +368,8 @@ def write_report(bench: str, script: str, argv: list[str], settings: dict[str, A
     results.atomic_write_json(out / f"{name}.json", report)
     text = markdown(report)
     results.atomic_write_text(out / f"{name}.md", text)
-    print(text)
+    if echo:
+        print(text)
     return 1 if any(e["status"] != "completed" for e in entries) else 0
 
 
@@ -318,18 +403,28 @@ def parse_with_quick(p: Any, argv: list[str] | None, quick: dict[str, Any], stem
 
 
 def run_benchmark(bench: str, script: str, argv: list[str], args: Any, repo: Path, plan: Any, run_entry: Any,
-                  summarise: Any, markdown: Any) -> int:
+                  summarise: Any, markdown: Any, committed: tuple[Path, Path] | None = None,
+                  on_record: Any = None) -> int:
     """The body of a benchmark script: plan, run (or reuse) every run, summarise, write the report.
 
     ``plan(args) -> (runs, settings)``, ``run_entry(record) -> entry`` and
     ``summarise(entries, settings) -> summary`` are the script's own; a bad setting is one
-    ``error:`` line and exit status 2.
+    ``error:`` line and exit status 2. ``committed = (runs_root, store)``: runs are imported
+    from the store when there (see :func:`run_one`) and every finished one is exported to it as
+    soon as it finishes, so a stopped benchmark leaves its results ready to commit.
+    ``on_record(records_so_far)`` is called after every run (partial reports).
     """
     try:
         runs, settings = plan(args)
         machine = machine_info()
         start = time.perf_counter()
-        records = [run_one(run, repo) for run in runs]
+        records = []
+        for run in runs:
+            records.append(run_one(run, repo, committed=committed))
+            if committed is not None:
+                export_committed(records[-1:], *committed)
+            if on_record is not None:
+                on_record(records, settings, machine, start)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
