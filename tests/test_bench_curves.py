@@ -70,7 +70,7 @@ def test_summary_takes_the_median_over_seeds_and_lists_tasks_that_cannot_learn()
                _entry("glue/rte", 160, 0, [0.5, 0.52, 0.51, 0.5]),
                {"task": "glue/cola", "pooling": "cls", "train_samples": 160, "max_length": 64, "lr": 5e-4,
                 "seed": 0, "status": "failed", "error": "boom"}]
-    out = curves.summarise(entries, st, lambda task: [1, 0])  # chance 0.5
+    out = curves.summarise(entries, st, lambda task, seed: [1, 0])  # chance 0.5
     sst2 = out["per_task"]["glue/sst2"]
     assert [p["score"] for p in sst2["settings"][0]["curve"]] == pytest.approx([0.6, 0.8, 0.85, 0.85, 0.85])
     assert sst2["status"] == "chosen" and sst2["chosen"]["epochs"] == 3 and sst2["chosen"]["steps"] == 30

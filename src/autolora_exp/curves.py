@@ -151,7 +151,7 @@ QUICK = dict(model="tiny-roberta", tasks="rte", train_samples="32", max_lengths=
 def parse_args(argv: list[str] | None, repo: Path) -> Any:
     import argparse
 
-    from autolora_exp.bench import parse_with_quick
+    from autolora_exp.bench import optional_int, parse_with_quick
 
     p = argparse.ArgumentParser(description="LoRA r=4 learning curves on GLUE: the setting each task needs",
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -165,6 +165,8 @@ def parse_args(argv: list[str] | None, repo: Path) -> Any:
     p.add_argument("--epochs", type=int, default=12, help="epochs of every run (the curve's length; default 12)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seeds", default="0", help="seeds, comma-separated (default 0)")
+    p.add_argument("--eval-samples", type=optional_int, default=None,
+                   help="seeded dev subsample (default: the whole dev set); for slow backbones")
     p.add_argument("--rank", type=int, default=4, help="LoRA rank (default 4)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
                    help="official GLUE files; a relative path is relative to the repository and is what the "
@@ -222,13 +224,14 @@ def plan(args: Any, repo: Path) -> tuple[list[Any], dict[str, Any]]:
         raise UserError(f"--device {args.device!r} is not one of auto, cpu, cuda")
     common = [f"model={args.model}", "method=lora", f"method.r={args.rank}", f"task.data_dir={args.data_dir}",
               f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}", f"device={device}",
-              "logger.mode=disabled", "train.progress=false", "task.max_eval_samples=null", *args.override]
+              "logger.mode=disabled", "train.progress=false", f"task.max_eval_samples={args.eval_samples or 'null'}",
+              *args.override]
     extra = "_x" + hashlib.sha1("\n".join(args.override).encode()).hexdigest()[:8] if args.override else ""
     root = args.out / "runs" / "curves"
     runs = []
     for task, pooling, n, length, lr, seed in itertools.product(tasks, poolings, sizes, lengths, lrs, seeds):
         setting = (f"{device}_{pooling}_r{args.rank}_n{n}_L{length}_lr{lr:g}_e{args.epochs}_b{args.batch_size}"
-                   f"{extra}")
+                   f"{f'_v{args.eval_samples}' if args.eval_samples else ''}{extra}")
         runs.append(BenchRun({"task": task, "pooling": pooling, "train_samples": n, "max_length": length, "lr": lr,
                               "seed": seed},
                              [f"task={task}", *common, f"model.pooling={pooling}", f"task.max_train_samples={n}",
@@ -236,7 +239,7 @@ def plan(args: Any, repo: Path) -> tuple[list[Any], dict[str, Any]]:
                              root / task.removeprefix("glue/") / args.model / setting / f"seed{seed}"))
     settings = {"tasks": tasks, "model": args.model, "poolings": poolings, "rank": args.rank, "train_samples": sizes,
                 "max_lengths": lengths, "lrs": lrs, "epochs": args.epochs, "batch_size": args.batch_size,
-                "seeds": seeds, "data_dir": args.data_dir, "device": device, "overrides": args.override,
+                "seeds": seeds, "eval_samples": args.eval_samples, "data_dir": args.data_dir, "device": device, "overrides": args.override,
                 "tol": args.tol, "patience": args.patience, "margin": args.margin, "runs_dir": str(root),
                 "committed": str(args.committed) if args.committed else None, "quick": args.quick}
     return runs, settings
@@ -259,7 +262,8 @@ def setting_label(s: dict[str, Any]) -> str:
 def summarise(entries: list[dict[str, Any]], st: dict[str, Any], dev_labels: Any) -> dict[str, Any]:
     """Per task: every setting's (median-over-seeds) curve with its plateau analysis, and the choice.
 
-    ``dev_labels(task) -> labels`` gives accuracy's chance level (majority-class share).
+    ``dev_labels(task, seed) -> labels`` gives accuracy's chance level (majority-class share; with
+    several seeds of a dev subsample, the median over the seeds' subsamples).
     """
     per_task: dict[str, Any] = {}
     for task in st["tasks"]:
@@ -271,7 +275,8 @@ def summarise(entries: list[dict[str, Any]], st: dict[str, Any], dev_labels: Any
             per_task[task] = {"status": "no_runs", "settings": [], "chosen": None}
             continue
         metric = done[0]["metric"]
-        chance = chance_level(metric, dev_labels(task) if metric == "accuracy" else None)
+        chance = statistics.median(chance_level(metric, dev_labels(task, seed) if metric == "accuracy" else None)
+                                   for seed in sorted({e["seed"] for e in done}))
         analysed = []
         for (pooling, n, length, lr), cell in sorted(groups.items()):
             curve = median_curve([e["curve"] for e in cell])
@@ -358,13 +363,16 @@ def main(argv: list[str] | None, repo: Path, script: str = "scripts/bench_curves
     args = parse_args(argv, repo)
     labels: dict[str, list[Any]] = {}
 
-    def dev_labels(task: str) -> list[Any]:
-        if task not in labels:
+    def dev_labels(task: str, seed: int) -> list[Any]:
+        """The dev labels the runs scored: the whole dev set, or the pipeline's seeded subsample."""
+        if (task, seed) not in labels:
             from autolora_exp.data.glue import load_glue
 
-            data = load_glue(task.removeprefix("glue/"), repo / args.data_dir)
-            labels[task] = list(data["validation"]["label"])
-        return labels[task]
+            dev = load_glue(task.removeprefix("glue/"), repo / args.data_dir)["validation"]
+            if args.eval_samples and len(dev) > args.eval_samples:  # as pipeline.load_data subsamples
+                dev = dev.shuffle(seed=seed).select(range(args.eval_samples))
+            labels[task, seed] = list(dev["label"])
+        return labels[task, seed]
 
     def summary(entries: list[dict[str, Any]], st: dict[str, Any]) -> dict[str, Any]:
         out = summarise(entries, st, dev_labels)
