@@ -137,3 +137,12 @@ def test_quick_curves_end_to_end_and_resume_from_the_store(tmp_path, shared_data
     again = json.loads((tmp_path / "b" / "curves_quick.json").read_text())
     assert again["runs_computed"] == 0 and again["runs_reused"] == 1
     assert again["per_task"]["glue/rte"]["settings"][0]["curve"] == rte["settings"][0]["curve"]
+
+
+def test_plan_adalora_curves_use_its_own_config_and_folders(tmp_path, shared_data):
+    lora, _ = curves.plan(curves.parse_args(["--out", str(tmp_path), "--device", "cpu"], REPO), REPO)
+    ada, st = curves.plan(curves.parse_args(["--method", "adalora", "--out", str(tmp_path), "--device", "cpu"],
+                                            REPO), REPO)
+    assert "method=adalora" in ada[0].overrides and not any(o.startswith("method.r=") for o in ada[0].overrides)
+    assert ada[0].folder != lora[0].folder and "_adalora_" in ada[0].folder.parent.name
+    assert curves.method_label(st) == "AdaLoRA (its config)"

@@ -109,7 +109,7 @@ def steps_per_epoch(rows: int, batch_size: int) -> int:
 
 
 def plot_task(task: str, metric: str, settings: list[dict[str, Any]], chance: float | None,
-              chosen_label: str | None, path: Path, title_note: str = "") -> Path:
+              chosen_label: str | None, path: Path, title_note: str = "", method: str = "LoRA r=4") -> Path:
     """One PNG per task: every setting's curve (dev metric vs optimiser steps), plateaus marked."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -130,7 +130,7 @@ def plot_task(task: str, metric: str, settings: list[dict[str, Any]], chance: fl
         ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label=f"chance ({chance:.3f})")
     ax.set_xlabel("optimiser steps")
     ax.set_ylabel(f"dev {metric}")
-    ax.set_title(f"{task}: LoRA r=4 learning curves{title_note}", fontsize=10)
+    ax.set_title(f"{task}: {method} learning curves{title_note}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
@@ -142,6 +142,8 @@ def plot_task(task: str, metric: str, settings: list[dict[str, Any]], chance: fl
 # ---- the benchmark: scripts/bench_curves.py ------------------------------------------------------
 
 DEFAULT_DATA_DIR = "../shared/data/glue"
+#: --method: LoRA at --rank, or AdaLoRA with its config (item 3 of issue 15: its curve beside LoRA's)
+METHODS = ("lora", "adalora")
 
 #: --quick: tiny-roberta on a few rows of RTE, three epochs
 QUICK = dict(model="tiny-roberta", tasks="rte", train_samples="32", max_lengths="32", lrs="5e-4", epochs=3,
@@ -168,6 +170,8 @@ def parse_args(argv: list[str] | None, repo: Path) -> Any:
     p.add_argument("--eval-samples", type=optional_int, default=None,
                    help="seeded dev subsample (default: the whole dev set); for slow backbones")
     p.add_argument("--rank", type=int, default=4, help="LoRA rank (default 4)")
+    p.add_argument("--method", default="lora", choices=METHODS,
+                   help="lora (LoRA r=--rank, the default) or adalora (its config: init_r 6 -> target_r 4)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
                    help="official GLUE files; a relative path is relative to the repository and is what the "
                         "runs' configs (and hashes) record, so committed results resume on another machine "
@@ -222,7 +226,8 @@ def plan(args: Any, repo: Path) -> tuple[list[Any], dict[str, Any]]:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if device not in ("cpu", "cuda"):
         raise UserError(f"--device {args.device!r} is not one of auto, cpu, cuda")
-    common = [f"model={args.model}", "method=lora", f"method.r={args.rank}", f"task.data_dir={args.data_dir}",
+    method = [f"method={args.method}"] + ([f"method.r={args.rank}"] if args.method == "lora" else [])
+    common = [f"model={args.model}", *method, f"task.data_dir={args.data_dir}",
               f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}", f"device={device}",
               "logger.mode=disabled", "train.progress=false", f"task.max_eval_samples={args.eval_samples or 'null'}",
               *args.override]
@@ -230,14 +235,16 @@ def plan(args: Any, repo: Path) -> tuple[list[Any], dict[str, Any]]:
     root = args.out / "runs" / "curves"
     runs = []
     for task, pooling, n, length, lr, seed in itertools.product(tasks, poolings, sizes, lengths, lrs, seeds):
-        setting = (f"{device}_{pooling}_r{args.rank}_n{n}_L{length}_lr{lr:g}_e{args.epochs}_b{args.batch_size}"
+        name = f"r{args.rank}" if args.method == "lora" else args.method
+        setting = (f"{device}_{pooling}_{name}_n{n}_L{length}_lr{lr:g}_e{args.epochs}_b{args.batch_size}"
                    f"{f'_v{args.eval_samples}' if args.eval_samples else ''}{extra}")
         runs.append(BenchRun({"task": task, "pooling": pooling, "train_samples": n, "max_length": length, "lr": lr,
                               "seed": seed},
                              [f"task={task}", *common, f"model.pooling={pooling}", f"task.max_train_samples={n}",
                               f"task.max_length={length}", f"method.lr={lr}", f"seed={seed}"],
                              root / task.removeprefix("glue/") / args.model / setting / f"seed{seed}"))
-    settings = {"tasks": tasks, "model": args.model, "poolings": poolings, "rank": args.rank, "train_samples": sizes,
+    settings = {"tasks": tasks, "model": args.model, "poolings": poolings, "method": args.method,
+                "rank": args.rank if args.method == "lora" else None, "train_samples": sizes,
                 "max_lengths": lengths, "lrs": lrs, "epochs": args.epochs, "batch_size": args.batch_size,
                 "seeds": seeds, "eval_samples": args.eval_samples, "data_dir": args.data_dir, "device": device, "overrides": args.override,
                 "tol": args.tol, "patience": args.patience, "margin": args.margin, "runs_dir": str(root),
@@ -253,6 +260,10 @@ def run_entry(rec: Any) -> dict[str, Any]:
     metric, curve = curve_of(rec.result)
     return entry | {"metric": metric, "curve": curve, "rows": {k: v["n"] for k, v in rec.result["data"].items()},
                     "train_s": rec.result["phases"].get("train", {}).get("wall_s")}
+
+
+def method_label(st: dict[str, Any]) -> str:
+    return f"LoRA r={st['rank']}" if st.get("method", "lora") == "lora" else "AdaLoRA (its config)"
 
 
 def setting_label(s: dict[str, Any]) -> str:
@@ -307,8 +318,8 @@ def markdown(report: dict[str, Any]) -> str:
     from autolora_exp.bench import machine_line, md_table
 
     st = report["settings"]
-    lines = [f"# Learning curves: LoRA r={st['rank']} on {st['model']}", "",
-             f"Every run: LoRA r={st['rank']} (head pooling and lr as listed), batch {st['batch_size']}, {st['epochs']} epochs over a "
+    lines = [f"# Learning curves: {method_label(st)} on {st['model']}", "",
+             f"Every run: {method_label(st)} (head pooling and lr as listed), batch {st['batch_size']}, {st['epochs']} epochs over a "
              f"seeded training subset, the whole dev set scored after every epoch, seeds {st['seeds']}, device "
              f"{st['device']}; one linear warm-up/decay schedule over all {st['epochs']} epochs."
              + (f" Extra overrides: {st['overrides']}." if st["overrides"] else ""),
@@ -381,7 +392,7 @@ def main(argv: list[str] | None, repo: Path, script: str = "scripts/bench_curves
                 path = args.out / f"{args.name}_{task.removeprefix('glue/')}.png"
                 plot_task(task, t["metric"], t["settings"], t["chance"],
                           t["chosen"]["label"] if t["chosen"] else None, path,
-                          f" ({st['model']}, batch {st['batch_size']}, seeds {st['seeds']})")
+                          f" ({st['model']}, batch {st['batch_size']}, seeds {st['seeds']})", method_label(st))
                 t["figure"] = str(path)
         return out
 
