@@ -89,3 +89,24 @@ def test_bad_pooling_and_a_model_without_pooler_fail_in_one_line(tmp_path):
     kind = make_kind(cfg.task, tokenizer, instantiate(cfg.task.metric))
     with pytest.raises(UserError, match="needs a BERT-style pooler"):
         load_backbone(cfg.model, tokenizer, kind.auto_class, kind.head_kwargs())
+
+
+@pytest.mark.slow
+def test_smollm2_classifies_with_its_score_head_when_the_packaged_weights_are_there(tmp_path):
+    """The second backbone of the learning curves (docs/bench/curves_smollm2.md): SmolLM2 as a
+    sequence classifier, head ``score`` (LlamaForSequenceClassification), LoRA on q/v."""
+    import torch
+
+    from autolora_exp import smollm2
+
+    if not (smollm2.cache_root() / smollm2.CACHE_NAME / smollm2.COMPLETE_MARKER).is_file():
+        pytest.skip("SmolLM2 is not converted here (make setup, then one run with model=smollm2)")
+    cfg = compose(["task=glue/sst2", "model=smollm2", "model.head_modules=[score]"], tmp_path)
+    tokenizer = load_tokenizer(cfg.model, cfg.task.kind)
+    kind = make_kind(cfg.task, tokenizer, instantiate(cfg.task.metric))
+    model = load_backbone(cfg.model, tokenizer, kind.auto_class, kind.head_kwargs()).eval()
+    assert check_target_modules(model, ["score"]) == ["score"]
+    assert len(check_target_modules(model, list(cfg.model.target_modules))) == 60  # 30 blocks x (q, v)
+    batch = tokenizer(["a fine film", "dull, long and boring beyond words"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        assert model(**batch).logits.shape == (2, 2)
