@@ -56,6 +56,13 @@ def glue_task(name: str) -> str:
     return f"glue/{short}"
 
 
+def portable_data_dir(data_dir: Path, repo: Path) -> str:
+    """The data folder as the runs' configs record it: relative to the repository (run.py's
+    working directory), so that the config hash, and with it a committed result, is the same on
+    every machine with the same layout (``../shared/data/glue`` beside the repository)."""
+    return os.path.relpath(Path(repo, data_dir).resolve(), Path(repo).resolve())
+
+
 def parse_list(text: str, what: str, cast: type = str) -> list[Any]:
     """``"a,b,c"`` -> ``[a, b, c]`` (cast), refusing an empty list."""
     items = [x.strip() for x in str(text).split(",") if x.strip()]
@@ -391,6 +398,22 @@ def add_run_arguments(p: Any, repo: Path, epochs: int, stem: str) -> None:
     p.add_argument("--out", type=Path, default=repo / "outputs" / "bench", help="output folder")
     p.add_argument("--name", default=None, help=f"summary file stem (default {stem}, {stem}_quick with --quick)")
     p.add_argument("--quick", action="store_true", help="tiny-roberta smoke configuration (a few steps)")
+
+
+def add_committed_argument(p: Any, repo: Path) -> None:
+    p.add_argument("--committed", type=_store_path, default=repo / "docs" / "bench" / "runs",
+                   help="store of committed results (small JSON): finished runs are read from it before "
+                        "computing and copied to it as they finish, so another machine resumes "
+                        "(default docs/bench/runs; 'none' = off)")
+
+
+def _store_path(text: str) -> Path | None:
+    return None if str(text).lower() == "none" else Path(text)
+
+
+def committed_store(args: Any) -> tuple[Path, Path] | None:
+    """``(runs root, store)`` for :func:`run_one` / :func:`run_benchmark`, or None when off."""
+    return (args.out / "runs", args.committed) if args.committed else None
 
 
 def parse_with_quick(p: Any, argv: list[str] | None, quick: dict[str, Any], stem: str) -> Any:

@@ -141,19 +141,18 @@ def plot_task(task: str, metric: str, settings: list[dict[str, Any]], chance: fl
 
 # ---- the benchmark: scripts/bench_curves.py ------------------------------------------------------
 
-DEFAULT_DATA_DIR = "../shared/data/glue"
 #: --method: LoRA at --rank, or AdaLoRA with its config (item 3 of issue 15: its curve beside LoRA's)
 METHODS = ("lora", "adalora")
 
 #: --quick: tiny-roberta on a few rows of RTE, three epochs
 QUICK = dict(model="tiny-roberta", tasks="rte", train_samples="32", max_lengths="32", lrs="5e-4", epochs=3,
-             batch_size=8, seeds="0")
+             batch_size=8, seeds="0", committed=None)
 
 
 def parse_args(argv: list[str] | None, repo: Path) -> Any:
     import argparse
 
-    from autolora_exp.bench import optional_int, parse_with_quick
+    from autolora_exp.bench import add_committed_argument, optional_int, parse_with_quick
 
     p = argparse.ArgumentParser(description="LoRA r=4 learning curves on GLUE: the setting each task needs",
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -172,25 +171,19 @@ def parse_args(argv: list[str] | None, repo: Path) -> Any:
     p.add_argument("--rank", type=int, default=4, help="LoRA rank (default 4)")
     p.add_argument("--method", default="lora", choices=METHODS,
                    help="lora (LoRA r=--rank, the default) or adalora (its config: init_r 6 -> target_r 4)")
-    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
-                   help="official GLUE files; a relative path is relative to the repository and is what the "
-                        "runs' configs (and hashes) record, so committed results resume on another machine "
-                        f"with the same layout (default {DEFAULT_DATA_DIR})")
+    p.add_argument("--data-dir", type=Path, default=repo.parent / "shared" / "data" / "glue",
+                   help="folder of the official GLUE files (default ../shared/data/glue beside the repository); "
+                        "the runs record it relative to the repository (bench.portable_data_dir)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--override", action="append", default=[], help="extra Hydra override for every run (repeatable)")
     p.add_argument("--tol", type=float, default=0.01, help="plateau tolerance on the 0-1 metric scale (default 0.01)")
     p.add_argument("--patience", type=int, default=2, help="epochs after the plateau epoch that add < tol (default 2)")
     p.add_argument("--margin", type=float, default=0.05, help="learned = best >= chance + margin (default 0.05)")
     p.add_argument("--out", type=Path, default=repo / "outputs" / "bench", help="runs and summary folder")
-    p.add_argument("--committed", type=Path, default=repo / "docs" / "bench" / "runs",
-                   help="store of committed results: read before computing, written as runs finish "
-                        "(default docs/bench/runs; 'none' = off)")
+    add_committed_argument(p, repo)
     p.add_argument("--name", default=None, help="summary file stem (default curves, curves_quick with --quick)")
     p.add_argument("--quick", action="store_true", help="tiny-roberta smoke configuration")
-    args = parse_with_quick(p, argv, QUICK, "curves")
-    if str(args.committed).lower() == "none":
-        args.committed = None
-    return args
+    return parse_with_quick(p, argv, QUICK, "curves")
 
 
 def plan(args: Any, repo: Path) -> tuple[list[Any], dict[str, Any]]:
@@ -200,7 +193,7 @@ def plan(args: Any, repo: Path) -> tuple[list[Any], dict[str, Any]]:
 
     import torch
 
-    from autolora_exp.bench import BenchRun, glue_task, parse_list
+    from autolora_exp.bench import BenchRun, glue_task, parse_list, portable_data_dir
     from autolora_exp.errors import UserError
 
     tasks = [glue_task(t) for t in parse_list(args.tasks, "--tasks")]
@@ -219,15 +212,15 @@ def plan(args: Any, repo: Path) -> tuple[list[Any], dict[str, Any]]:
             raise UserError(f"{name} {values} must all be > 0")
     if args.epochs < 1 or args.batch_size < 1:
         raise UserError(f"--epochs {args.epochs} and --batch-size {args.batch_size} must be >= 1")
-    data_dir = Path(args.data_dir)
-    if not (repo / data_dir).is_dir():
-        raise UserError(f"--data-dir {args.data_dir} is not a folder (relative paths are relative to {repo}); "
-                        "point it at the official GLUE files")
+    if not args.data_dir.is_dir():
+        raise UserError(f"--data-dir {args.data_dir} is not a folder; point it at the official GLUE files "
+                        "(../shared/data/glue beside the repository)")
+    data_dir = portable_data_dir(args.data_dir, repo)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if device not in ("cpu", "cuda"):
         raise UserError(f"--device {args.device!r} is not one of auto, cpu, cuda")
     method = [f"method={args.method}"] + ([f"method.r={args.rank}"] if args.method == "lora" else [])
-    common = [f"model={args.model}", *method, f"task.data_dir={args.data_dir}",
+    common = [f"model={args.model}", *method, f"task.data_dir={data_dir}",
               f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}", f"device={device}",
               "logger.mode=disabled", "train.progress=false", f"task.max_eval_samples={args.eval_samples or 'null'}",
               *args.override]
@@ -246,7 +239,7 @@ def plan(args: Any, repo: Path) -> tuple[list[Any], dict[str, Any]]:
     settings = {"tasks": tasks, "model": args.model, "poolings": poolings, "method": args.method,
                 "rank": args.rank if args.method == "lora" else None, "train_samples": sizes,
                 "max_lengths": lengths, "lrs": lrs, "epochs": args.epochs, "batch_size": args.batch_size,
-                "seeds": seeds, "eval_samples": args.eval_samples, "data_dir": args.data_dir, "device": device, "overrides": args.override,
+                "seeds": seeds, "eval_samples": args.eval_samples, "data_dir": data_dir, "device": device, "overrides": args.override,
                 "tol": args.tol, "patience": args.patience, "margin": args.margin, "runs_dir": str(root),
                 "committed": str(args.committed) if args.committed else None, "quick": args.quick}
     return runs, settings
@@ -368,7 +361,7 @@ def main(argv: list[str] | None, repo: Path, script: str = "scripts/bench_curves
     import sys
     import time
 
-    from autolora_exp.bench import run_benchmark, write_report
+    from autolora_exp.bench import committed_store, run_benchmark, write_report
 
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv, repo)
@@ -379,7 +372,7 @@ def main(argv: list[str] | None, repo: Path, script: str = "scripts/bench_curves
         if (task, seed) not in labels:
             from autolora_exp.data.glue import load_glue
 
-            dev = load_glue(task.removeprefix("glue/"), repo / args.data_dir)["validation"]
+            dev = load_glue(task.removeprefix("glue/"), args.data_dir)["validation"]
             if args.eval_samples and len(dev) > args.eval_samples:  # as pipeline.load_data subsamples
                 dev = dev.shuffle(seed=seed).select(range(args.eval_samples))
             labels[task, seed] = list(dev["label"])
@@ -402,6 +395,5 @@ def main(argv: list[str] | None, repo: Path, script: str = "scripts/bench_curves
         write_report("curves", script, argv, st, machine, start, records, entries, summary(entries, st),
                      markdown, args.out, args.name, echo=False)
 
-    committed = (args.out / "runs", args.committed) if args.committed else None
     return run_benchmark("curves", script, argv, args, repo, lambda a: plan(a, repo), run_entry, summary, markdown,
-                         committed=committed, on_record=partial)
+                         committed=committed_store(args), on_record=partial)
