@@ -146,3 +146,35 @@ def test_plan_adalora_curves_use_its_own_config_and_folders(tmp_path, shared_dat
     assert "method=adalora" in ada[0].overrides and not any(o.startswith("method.r=") for o in ada[0].overrides)
     assert ada[0].folder != lora[0].folder and "_adalora_" in ada[0].folder.parent.name
     assert curves.method_label(st) == "AdaLoRA (its config)"
+
+
+def test_a_result_from_before_a_schema_key_was_added_is_reused_only_at_the_key_default(tmp_path):
+    """After a merge adds a config key (at its default), committed results still resume; at any
+    other value of the new key, or with any other difference, they are another config."""
+    import copy
+
+    from omegaconf import OmegaConf
+
+    overrides = ["debug=default", "model=tiny-roberta", "method=autolora"]
+    current = OmegaConf.to_container(bench.compose_config(overrides, tmp_path, REPO / "conf"), resolve=True)
+    old = copy.deepcopy(current)
+    del old["train"]["warmup_ratio"], old["method"]["search"]["patience"]  # keys "added since" the run
+    assert bench.added_keys_at_default(current, current) == []
+    assert sorted(bench.added_keys_at_default(old, current)) == ["method.search.patience", "train.warmup_ratio"]
+    moved = copy.deepcopy(current)
+    moved["train"]["warmup_ratio"] = 0.2  # the new key away from its default: not the same computation
+    assert bench.added_keys_at_default(old, moved) is None
+    other = copy.deepcopy(old)
+    other["seed"] = 7
+    assert bench.added_keys_at_default(other, current) is None
+    extra = copy.deepcopy(current)
+    extra["train"]["removed_key"] = 1
+    assert bench.added_keys_at_default(extra, current) is None
+    # through the folder check: an old result.json (other hash) is reused, flagged
+    results.atomic_write_json(tmp_path / "run" / results.RESULT_FILE,
+                              {"status": "completed", "config_hash": "old", "config": old})
+    digest = results.config_hash(current)
+    assert bench.reusable_result(tmp_path / "run", digest) is None  # without the config: hash only
+    reused = bench.reusable_result(tmp_path / "run", digest, current)
+    assert sorted(reused["reused_with_added_keys"]) == ["method.search.patience", "train.warmup_ratio"]
+    assert bench.reusable_result(tmp_path / "run", digest, moved) is None

@@ -197,6 +197,91 @@ def run_one(run: BenchRun, repo: Path, python: str = sys.executable, echo: bool 
     return RunRecord(run.key, run.folder, "completed", result=result, process=process)
 
 
+_NO_DEFAULT = object()
+
+
+def schema_default(config: dict[str, Any], path: tuple[str, ...]) -> Any:
+    """The schema's default for the key at ``path`` (``_NO_DEFAULT`` when it has none).
+
+    Walks the structured-config dataclasses of autolora_exp.schema; ``method`` is the schema
+    whose ``_target_`` the config names.
+    """
+    import dataclasses
+    import typing
+
+    from autolora_exp import schema
+
+    node: Any = schema.Config
+    for depth, key in enumerate(path):
+        if depth == 1 and path[0] == "method":
+            target = config.get("method", {}).get("_target_")
+            node = next((c for c in schema.METHOD_SCHEMAS.values()
+                         if getattr(c, "_target_", None) == target), None)
+            if node is None:
+                return _NO_DEFAULT
+        if not dataclasses.is_dataclass(node):
+            return _NO_DEFAULT
+        found = {f.name: f for f in dataclasses.fields(node)}.get(key)
+        if found is None:
+            return _NO_DEFAULT
+        if depth == len(path) - 1:
+            if found.default is not dataclasses.MISSING:
+                return found.default
+            if found.default_factory is not dataclasses.MISSING:
+                value = found.default_factory()
+                return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+            return _NO_DEFAULT
+        node = typing.get_type_hints(node).get(key) if not (depth == 0 and key == "method") else None
+
+
+def added_keys_at_default(stored: dict[str, Any], current: dict[str, Any]) -> list[str] | None:
+    """Keys the current config has and a stored run's config lacks, when all sit at their schema defaults.
+
+    ``[]`` when the configs are equal, the dotted names of the added keys when the stored config
+    equals the current one without them and each holds its schema default (a key added to the
+    schema after the run, which computes what the run computed), else None (another config).
+    Keys left out of the hash (results.UNHASHED_KEYS) are ignored.
+    """
+    added: list[str] = []
+
+    def walk(a: Any, b: Any, path: tuple[str, ...]) -> bool:
+        if path in results.UNHASHED_KEYS:
+            return True
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in set(a) - set(b):
+                if path + (key,) not in results.UNHASHED_KEYS:
+                    return False  # the stored run had a key the schema no longer has
+            for key in b:
+                if key not in a:
+                    if path + (key,) in results.UNHASHED_KEYS:
+                        continue
+                    default = schema_default(current, path + (key,))
+                    if default is _NO_DEFAULT or json.dumps(default, sort_keys=True, default=str) != json.dumps(
+                            b[key], sort_keys=True, default=str):
+                        return False
+                    added.append(".".join(path + (key,)))
+                elif not walk(a[key], b[key], path + (key,)):
+                    return False
+            return True
+        return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+    return added if walk(stored, current, ()) else None
+
+
+def reusable_result(folder: Path, digest: str, current: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The finished result.json in ``folder`` when it computed this config: the same hash, or
+    (given the ``current`` resolved config) the same config up to schema keys added since, at
+    their defaults (recorded in the result as ``reused_with_added_keys``)."""
+    finished = results.finished_result(folder, digest)
+    if finished is not None or current is None:
+        return finished
+    stored = _read_json(folder / results.RESULT_FILE)
+    if stored.get("status") != "completed" or not isinstance(stored.get("config"), dict):
+        return None
+    added = added_keys_at_default(stored["config"], current)
+    return None if added is None else stored | {"reused_with_added_keys": added}
+
+
 #: the files of a finished run that a committed store keeps (small JSON: no weights, no logs)
 COMMITTED_FILES = (results.RESULT_FILE, BENCH_FILE)
 
