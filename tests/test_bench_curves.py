@@ -117,10 +117,14 @@ def test_committed_store_exports_finished_runs_and_imports_only_the_same_config(
     # another machine: an empty output folder resumes from the store, for the same hash only
     fresh = tmp_path / "other" / "runs"
     target = fresh / "curves" / "stsb" / "seed0"
-    assert not bench.import_committed(target, "different", fresh, store)
-    assert bench.import_committed(target, "abc", fresh, store)
-    assert results.finished_result(target, "abc")["x"] == 1
-    assert not bench.import_committed(target, "abc", fresh, store)  # a local result is never overwritten
+    assert bench.import_committed(target, "different", fresh, store) is None
+    folder, result = bench.import_committed(target, "abc", fresh, store)
+    assert folder == target and result["x"] == 1 and results.finished_result(target, "abc")["x"] == 1
+    assert bench.import_committed(target, "abc", fresh, store) is None  # a local result is never overwritten
+    # the layout with the digest in the folder name (seed0-<digest>) is found from the planned seed0
+    _finished(store / "curves" / "rte" / "seed0-abcdef12", "abcdef12ffff")
+    hit = bench.import_committed(fresh / "curves" / "rte" / "seed0", "abcdef12ffff", fresh, store)
+    assert hit is not None and hit[0] == fresh / "curves" / "rte" / "seed0-abcdef12"
 
 
 @pytest.mark.slow
