@@ -312,9 +312,11 @@ def markdown(report: dict[str, Any]) -> str:
 
     st = report["settings"]
     lines = [f"# Learning curves: {method_label(st)} on {st['model']}", "",
-             f"Every run: {method_label(st)} (head pooling and lr as listed), batch {st['batch_size']}, {st['epochs']} epochs over a "
-             f"seeded training subset, the whole dev set scored after every epoch, seeds {st['seeds']}, device "
-             f"{st['device']}; one linear warm-up/decay schedule over all {st['epochs']} epochs."
+             f"Every run: {method_label(st)} (head pooling and lr as listed; cls = the model's own head), batch "
+             f"{st['batch_size']}, {st['epochs']} epochs over a seeded training subset, "
+             + (f"a seeded subsample of {st['eval_samples']} dev rows" if st.get("eval_samples") else "the whole dev set")
+             + f" scored after every epoch, seeds {st['seeds']}, device {st['device']}; one linear warm-up/decay "
+             f"schedule over all {st['epochs']} epochs."
              + (f" Extra overrides: {st['overrides']}." if st["overrides"] else ""),
              f"Plateau rule: e_p = first epoch within {st['tol']} of the curve's best; plateaued when at least "
              f"{st['patience']} later epochs follow (they add < {st['tol']}); learned when best >= chance + "
