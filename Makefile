@@ -21,11 +21,13 @@ demo:  ## the whole pipeline on the embedded offline default (packaged MiniLM on
 # Benchmarks (issue 9): every run goes through run.py into outputs/bench/runs/...; finished runs
 # are reused, so a target can be stopped and rerun to resume. Pass settings through the *_ARGS
 # variables, e.g. make bench-quality BENCH_QUALITY_ARGS="--tasks rte,mrpc --seeds 0".
-.PHONY: bench bench-step bench-cost bench-quality
+.PHONY: bench bench-step bench-cost bench-quality bench-curves
 BENCH_OUT ?= outputs/bench
 BENCH_STEP_ARGS ?= --threads 1 --repeats 7
 BENCH_COST_ARGS ?=
 BENCH_QUALITY_ARGS ?=
+# issue 15: the curves behind docs/bench/curves.md (finished runs are imported from docs/bench/runs)
+BENCH_CURVES_ARGS ?= --tasks stsb --poolings cls,mean --train-samples 512 --max-lengths 64 --epochs 12
 
 bench: bench-step bench-cost bench-quality  ## the three benchmarks (JSON + Markdown summaries in outputs/bench/)
 
@@ -34,6 +36,9 @@ bench-step:  ## one search iteration per hypergradient mode vs one LoRA step (Mi
 
 bench-cost:  ## end-to-end cost of AutoLoRA vs AdaLoRA, LoRA r=4 and the LoRA rank grid (MiniLM, RTE)
 	$(PYTHON) scripts/bench_cost.py --out $(BENCH_OUT) $(BENCH_COST_ARGS)
+
+bench-curves:  ## LoRA r=4 learning curves per GLUE task -> the smallest setting at its plateau (docs/bench/curves.md)
+	$(PYTHON) scripts/bench_curves.py --out $(BENCH_OUT) $(BENCH_CURVES_ARGS)
 
 bench-quality:  ## MiniLM on GLUE RTE, MRPC, STS-B, CoLA: full FT, LoRA r=4/8, AdaLoRA, AutoLoRA, 3 seeds
 	$(PYTHON) scripts/bench_quality.py --out $(BENCH_OUT) $(BENCH_QUALITY_ARGS)

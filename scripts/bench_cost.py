@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from autolora_exp.bench import (BenchRun, RunRecord, add_run_arguments, fmt_stat, glue_task, machine_line, md_table,
-                                parse_list, parse_with_quick, run_benchmark, stats)
+                                parse_list, parse_with_quick, portable_data_dir, run_benchmark, stats)
 from autolora_exp.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,7 +94,7 @@ def plan(args: argparse.Namespace) -> tuple[list[BenchRun], dict[str, Any]]:
                         "(../shared/data/glue beside the repository)")
     device = resolve_device(args.device)
     search_epochs = args.search_epochs or args.epochs
-    common = [f"task={task}", f"model={args.model}", f"task.data_dir={args.data_dir.resolve()}",
+    common = [f"task={task}", f"model={args.model}", f"task.data_dir={portable_data_dir(args.data_dir, REPO)}",
               f"task.max_length={args.max_length}", f"train.epochs={args.epochs}",
               f"train.batch_size={args.batch_size}", f"device={device}", "logger.mode=disabled",
               "train.progress=false"]
@@ -118,7 +118,7 @@ def plan(args: argparse.Namespace) -> tuple[list[BenchRun], dict[str, Any]]:
     runs = [BenchRun({"method": m, "seed": s}, common + per_method[m] + [f"seed={s}"],
                      root / task / args.model / m / f"seed{s}")
             for s in seeds for m in methods]
-    settings = {"task": task, "model": args.model, "data_dir": str(args.data_dir.resolve()),
+    settings = {"task": task, "model": args.model, "data_dir": portable_data_dir(args.data_dir, REPO),
                 "train_samples": args.train_samples, "eval_samples": args.eval_samples,
                 "max_length": args.max_length, "epochs": args.epochs, "search_epochs": search_epochs,
                 "batch_size": args.batch_size, "grid": grid, "seeds": seeds, "methods": methods, "device": device,

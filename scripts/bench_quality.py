@@ -33,8 +33,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from autolora_exp.bench import (BenchRun, RunRecord, add_run_arguments, fmt_stat, glue_task, machine_line, md_table,
-                                parse_list, parse_with_quick, run_benchmark, stats)
+from autolora_exp.bench import (BenchRun, RunRecord, add_committed_argument, add_run_arguments, committed_store,
+                                fmt_stat, glue_task, machine_line, md_table, parse_list, parse_with_quick,
+                                portable_data_dir, run_benchmark, stats)
 from autolora_exp.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +53,7 @@ TARGET_REFERENCES = ("lora_r4", "adalora")
 
 #: --quick: tiny-roberta on a few rows of RTE, four optimiser steps per training and per search
 QUICK = dict(model="tiny-roberta", tasks="rte", train_samples=32, eval_samples=16, max_length=32, epochs=1,
-             batch_size=8, seeds="0", override=["train.max_steps=4"])
+             batch_size=8, seeds="0", override=["train.max_steps=4"], committed=None)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -62,6 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--methods", default=",".join(VARIANTS), help=f"subset of {','.join(VARIANTS)}")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     add_run_arguments(p, REPO, epochs=10, stem="quality")
+    add_committed_argument(p, REPO)
     return parse_with_quick(p, argv, QUICK, "quality")
 
 
@@ -81,7 +83,7 @@ def plan(args: argparse.Namespace) -> tuple[list[BenchRun], dict[str, Any]]:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if device not in ("cpu", "cuda"):
         raise UserError(f"--device {args.device!r} is not one of auto, cpu, cuda")
-    common = [f"model={args.model}", f"task.data_dir={args.data_dir.resolve()}", f"task.max_length={args.max_length}",
+    common = [f"model={args.model}", f"task.data_dir={portable_data_dir(args.data_dir, REPO)}", f"task.max_length={args.max_length}",
               f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}", f"device={device}",
               "logger.mode=disabled", "train.progress=false",
               f"task.max_train_samples={args.train_samples or 'null'}",
@@ -97,7 +99,7 @@ def plan(args: argparse.Namespace) -> tuple[list[BenchRun], dict[str, Any]]:
                      root / t / args.model / m / f"seed{s}")
             for s in seeds for t in tasks for m in methods]
     settings = {"tasks": tasks, "methods": methods, "seeds": seeds, "model": args.model,
-                "data_dir": str(args.data_dir.resolve()), "train_samples": args.train_samples,
+                "data_dir": portable_data_dir(args.data_dir, REPO), "train_samples": args.train_samples,
                 "eval_samples": args.eval_samples, "max_length": args.max_length, "epochs": args.epochs,
                 "search_epochs": args.search_epochs or args.epochs, "batch_size": args.batch_size, "device": device,
                 "overrides": args.override, "runs_dir": str(root), "quick": args.quick}
@@ -230,8 +232,10 @@ def _metric(cells: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    return run_benchmark("quality", "scripts/bench_quality.py", argv, parse_args(argv), REPO, plan, run_entry,
-                         lambda entries, st: summarise(entries, st["tasks"], st["methods"]), markdown)
+    args = parse_args(argv)
+    return run_benchmark("quality", "scripts/bench_quality.py", argv, args, REPO, plan, run_entry,
+                         lambda entries, st: summarise(entries, st["tasks"], st["methods"]), markdown,
+                         committed=committed_store(args))
 
 
 if __name__ == "__main__":

@@ -74,6 +74,14 @@ def test_compose_digest_matches_what_the_pipeline_records(tmp_path):
         bench.compose_config(["method.rr=4"], tmp_path, REPO / "conf")
 
 
+def test_portable_data_dir_is_relative_to_the_repository(tmp_path):
+    repo = tmp_path / "wt"
+    (tmp_path / "shared" / "data" / "glue").mkdir(parents=True)
+    repo.mkdir()
+    assert bench.portable_data_dir(tmp_path / "shared" / "data" / "glue", repo) == "../shared/data/glue"
+    assert bench.portable_data_dir(Path("../shared/data/glue"), repo) == "../shared/data/glue"
+
+
 def test_machine_info_names_cpu_cores_and_load():
     m = bench.machine_info()
     assert m["nproc"] >= 1 and m["torch"] and isinstance(m["loadavg"], list)
@@ -173,6 +181,11 @@ def test_quality_plan_is_seed_major_with_one_folder_per_run(quality, tmp_path, s
     assert "method.search.epochs=1" in auto.overrides
     assert not any("search" in o for o in lora8.overrides)
     assert settings["tasks"] == ["glue/rte", "glue/stsb"]
+    # portable configs: the data folder as seen from the repository, so committed results resume elsewhere
+    assert f"task.data_dir={bench.portable_data_dir(REPO.parent / 'shared' / 'data' / 'glue', REPO)}" in lora8.overrides
+    assert bench.committed_store(args) == (tmp_path / "runs", REPO / "docs" / "bench" / "runs")
+    assert quality.parse_args(["--quick"]).committed is None  # smoke runs stay out of the store
+    assert quality.parse_args(["--committed", "none"]).committed is None
 
 
 def _q_entry(task, method, seed, value, metric="accuracy"):

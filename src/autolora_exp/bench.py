@@ -56,6 +56,13 @@ def glue_task(name: str) -> str:
     return f"glue/{short}"
 
 
+def portable_data_dir(data_dir: Path, repo: Path) -> str:
+    """The data folder as the runs' configs record it: relative to the repository (run.py's
+    working directory), so that the config hash, and with it a committed result, is the same on
+    every machine with the same layout (``../shared/data/glue`` beside the repository)."""
+    return os.path.relpath(Path(repo, data_dir).resolve(), Path(repo).resolve())
+
+
 def parse_list(text: str, what: str, cast: type = str) -> list[Any]:
     """``"a,b,c"`` -> ``[a, b, c]`` (cast), refusing an empty list."""
     items = [x.strip() for x in str(text).split(",") if x.strip()]
@@ -100,12 +107,16 @@ def compose_config(overrides: list[str], output_dir: Path, conf_dir: Path) -> An
     return cfg
 
 
-def config_digest(overrides: list[str], output_dir: Path, conf_dir: Path) -> str:
-    """The config hash pipeline.run will record for these overrides (see results.config_hash)."""
+def resolved_config(overrides: list[str], output_dir: Path, conf_dir: Path) -> dict[str, Any]:
+    """The resolved config (plain dict) ``python run.py <overrides>`` would run."""
     from omegaconf import OmegaConf
 
-    cfg = compose_config(overrides, output_dir, conf_dir)
-    return results.config_hash(OmegaConf.to_container(cfg, resolve=True))
+    return OmegaConf.to_container(compose_config(overrides, output_dir, conf_dir), resolve=True)
+
+
+def config_digest(overrides: list[str], output_dir: Path, conf_dir: Path) -> str:
+    """The config hash pipeline.run will record for these overrides (see results.config_hash)."""
+    return results.config_hash(resolved_config(overrides, output_dir, conf_dir))
 
 
 @dataclass
@@ -131,21 +142,30 @@ class RunRecord:
     process: dict[str, Any] = field(default_factory=dict)
 
 
-def run_one(run: BenchRun, repo: Path, python: str = sys.executable, echo: bool = True) -> RunRecord:
-    """Reuse the run's finished result.json (same config hash) or run it in a fresh process.
+def run_one(run: BenchRun, repo: Path, python: str = sys.executable, echo: bool = True,
+            committed: tuple[Path, Path] | None = None) -> RunRecord:
+    """Reuse a finished result.json of the run's config, or run it in a fresh process.
 
-    A result of the same config in the planned folder without the digest (the layout before
-    run folders carried it) is reused too, where it lies.
+    Reused where it lies (:func:`find_reusable`): the planned folder with the config digest
+    (``seed<N>-<digest>``), the planned folder without it (the layout before run folders carried
+    it), or another ``seed<N>-*`` folder beside them. With ``committed = (runs_root, store)`` the
+    same places in a store of committed results (e.g. ``docs/bench/runs`` from another machine)
+    are looked at next, and a hit is copied here (:func:`import_committed`).
     """
     conf_dir = repo / "conf"
-    digest = config_digest(run.overrides, run.folder, conf_dir)
-    for folder in (with_digest(run.folder, digest), run.folder):
-        finished = results.finished_result(folder, digest)
-        if finished is not None:
-            if echo:
-                print(f"[bench] reuse {folder}", flush=True)
-            return RunRecord(run.key, folder, "completed", reused=True, result=finished,
-                             process=_read_json(folder / BENCH_FILE).get("process", {}))
+    current = resolved_config(run.overrides, run.folder, conf_dir)
+    digest = results.config_hash(current)
+    hit = find_reusable(run.folder, digest, current)
+    if hit is None and committed is not None:
+        hit = import_committed(run.folder, digest, *committed, current)
+        if hit is not None and echo:
+            print(f"[bench] import {committed[1] / hit[0].relative_to(committed[0])}", flush=True)
+    if hit is not None:
+        folder, finished = hit
+        if echo:
+            print(f"[bench] reuse {folder}", flush=True)
+        return RunRecord(run.key, folder, "completed", reused=True, result=finished,
+                         process=_read_json(folder / BENCH_FILE).get("process", {}))
     run = BenchRun(run.key, run.overrides, with_digest(run.folder, digest))
 
     run.folder.mkdir(parents=True, exist_ok=True)
@@ -175,6 +195,162 @@ def run_one(run: BenchRun, repo: Path, python: str = sys.executable, echo: bool 
         process["warning"] = f"config hash {result.get('config_hash')} != composed {digest}"
     results.atomic_write_json(run.folder / BENCH_FILE, {"key": run.key, "config_hash": digest, "process": process})
     return RunRecord(run.key, run.folder, "completed", result=result, process=process)
+
+
+_NO_DEFAULT = object()
+
+
+def schema_default(config: dict[str, Any], path: tuple[str, ...]) -> Any:
+    """The schema's default for the key at ``path`` (``_NO_DEFAULT`` when it has none).
+
+    Walks the structured-config dataclasses of autolora_exp.schema; ``method`` is the schema
+    whose ``_target_`` the config names.
+    """
+    import dataclasses
+    import typing
+
+    from autolora_exp import schema
+
+    node: Any = schema.Config
+    for depth, key in enumerate(path):
+        if depth == 1 and path[0] == "method":
+            target = config.get("method", {}).get("_target_")
+            node = next((c for c in schema.METHOD_SCHEMAS.values()
+                         if getattr(c, "_target_", None) == target), None)
+            if node is None:
+                return _NO_DEFAULT
+        if not dataclasses.is_dataclass(node):
+            return _NO_DEFAULT
+        found = {f.name: f for f in dataclasses.fields(node)}.get(key)
+        if found is None:
+            return _NO_DEFAULT
+        if depth == len(path) - 1:
+            if found.default is not dataclasses.MISSING:
+                return found.default
+            if found.default_factory is not dataclasses.MISSING:
+                value = found.default_factory()
+                return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+            return _NO_DEFAULT
+        node = typing.get_type_hints(node).get(key) if not (depth == 0 and key == "method") else None
+
+
+def added_keys_at_default(stored: dict[str, Any], current: dict[str, Any]) -> list[str] | None:
+    """Keys the current config has and a stored run's config lacks, when all sit at their schema defaults.
+
+    ``[]`` when the configs are equal, the dotted names of the added keys when the stored config
+    equals the current one without them and each holds its schema default (a key added to the
+    schema after the run, which computes what the run computed), else None (another config).
+    Keys left out of the hash (results.UNHASHED_KEYS) are ignored.
+    """
+    added: list[str] = []
+
+    def walk(a: Any, b: Any, path: tuple[str, ...]) -> bool:
+        if path in results.UNHASHED_KEYS:
+            return True
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in set(a) - set(b):
+                if path + (key,) not in results.UNHASHED_KEYS:
+                    return False  # the stored run had a key the schema no longer has
+            for key in b:
+                if key not in a:
+                    if path + (key,) in results.UNHASHED_KEYS:
+                        continue
+                    default = schema_default(current, path + (key,))
+                    if default is _NO_DEFAULT or json.dumps(default, sort_keys=True, default=str) != json.dumps(
+                            b[key], sort_keys=True, default=str):
+                        return False
+                    added.append(".".join(path + (key,)))
+                elif not walk(a[key], b[key], path + (key,)):
+                    return False
+            return True
+        return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+    return added if walk(stored, current, ()) else None
+
+
+def reusable_result(folder: Path, digest: str, current: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The finished result.json in ``folder`` when it computed this config: the same hash, or
+    (given the ``current`` resolved config) the same config up to schema keys added since, at
+    their defaults (recorded in the result as ``reused_with_added_keys``)."""
+    finished = results.finished_result(folder, digest)
+    if finished is not None or current is None:
+        return finished
+    stored = _read_json(folder / results.RESULT_FILE)
+    if stored.get("status") != "completed" or not isinstance(stored.get("config"), dict):
+        return None
+    added = added_keys_at_default(stored["config"], current)
+    return None if added is None else stored | {"reused_with_added_keys": added}
+
+
+#: the files of a finished run that a committed store keeps (small JSON: no weights, no logs)
+COMMITTED_FILES = (results.RESULT_FILE, BENCH_FILE)
+
+
+def candidate_folders(planned: Path, digest: str) -> list[Path]:
+    """Where a finished run of the planned folder may lie: ``seed<N>-<digest>``, ``seed<N>``
+    (the layout before run folders carried the digest), then any other ``seed<N>-*`` beside them
+    (a run of an earlier schema: :func:`reusable_result` decides)."""
+    exact = [with_digest(planned, digest), planned]
+    others = sorted(p for p in planned.parent.glob(f"{planned.name}-*") if p not in exact) \
+        if planned.parent.is_dir() else []
+    return exact + others
+
+
+def find_reusable(planned: Path, digest: str, current: dict[str, Any] | None = None
+                  ) -> tuple[Path, dict[str, Any]] | None:
+    """``(folder, result)`` of the first candidate folder holding a result this config may reuse."""
+    for folder in candidate_folders(planned, digest):
+        found = reusable_result(folder, digest, current)
+        if found is not None:
+            return folder, found
+    return None
+
+
+def import_committed(planned: Path, digest: str, runs_root: Path, store: Path,
+                     current: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]] | None:
+    """Copy a committed finished run of this config from ``store`` into ``runs_root``.
+
+    ``store`` mirrors ``runs_root``: the run ``runs_root/<rel>`` is kept as ``store/<rel>/result.json``
+    (+ ``bench.json``). The store's folders are searched as local ones (:func:`find_reusable`): a
+    committed result of another config (other data path, device, settings) is ignored, and nothing
+    local is overwritten. Returns ``(local folder, result)`` or None.
+    """
+    try:
+        rel = planned.relative_to(runs_root)
+    except ValueError:
+        return None
+    hit = find_reusable(store / rel, digest, current)
+    if hit is None:
+        return None
+    target = runs_root / hit[0].relative_to(store)
+    if (target / results.RESULT_FILE).exists():
+        return None
+    target.mkdir(parents=True, exist_ok=True)
+    for name in COMMITTED_FILES:
+        if (hit[0] / name).is_file():
+            results.atomic_write_text(target / name, (hit[0] / name).read_text(encoding="utf-8"))
+    found = reusable_result(target, digest, current)
+    return None if found is None else (target, found)
+
+
+def export_committed(records: Iterable["RunRecord"], runs_root: Path, store: Path) -> int:
+    """Copy every finished run's small JSON files to ``store`` (mirroring ``runs_root``); the count copied."""
+    copied = 0
+    for rec in records:
+        if rec.status != "completed":
+            continue
+        try:
+            target = store / rec.folder.relative_to(runs_root)
+        except ValueError:
+            continue
+        for name in COMMITTED_FILES:
+            src = rec.folder / name
+            if src.is_file() and (not (target / name).is_file()
+                                  or (target / name).read_bytes() != src.read_bytes()):
+                target.mkdir(parents=True, exist_ok=True)
+                results.atomic_write_text(target / name, src.read_text(encoding="utf-8"))
+                copied += name == results.RESULT_FILE
+    return copied
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -269,7 +445,7 @@ def command_line(script: str, argv: list[str]) -> str:
 
 def write_report(bench: str, script: str, argv: list[str], settings: dict[str, Any], machine: dict[str, Any],
                  start: float, records: list[RunRecord], entries: list[dict[str, Any]], summary: dict[str, Any],
-                 markdown: Any, out: Path, name: str) -> int:
+                 markdown: Any, out: Path, name: str, echo: bool = True) -> int:
     """Write ``<out>/<name>.json`` and ``.md`` (atomically), print the Markdown; exit status 1 if a run failed."""
     report: dict[str, Any] = {"bench": bench, "created": results.now(), "command": command_line(script, argv),
                               "settings": settings, "machine": machine, "loadavg_end": machine_info()["loadavg"],
@@ -284,7 +460,8 @@ def write_report(bench: str, script: str, argv: list[str], settings: dict[str, A
     results.atomic_write_json(out / f"{name}.json", report)
     text = markdown(report)
     results.atomic_write_text(out / f"{name}.md", text)
-    print(text)
+    if echo:
+        print(text)
     return 1 if any(e["status"] != "completed" for e in entries) else 0
 
 
@@ -308,6 +485,22 @@ def add_run_arguments(p: Any, repo: Path, epochs: int, stem: str) -> None:
     p.add_argument("--quick", action="store_true", help="tiny-roberta smoke configuration (a few steps)")
 
 
+def add_committed_argument(p: Any, repo: Path) -> None:
+    p.add_argument("--committed", type=_store_path, default=repo / "docs" / "bench" / "runs",
+                   help="store of committed results (small JSON): finished runs are read from it before "
+                        "computing and copied to it as they finish, so another machine resumes "
+                        "(default docs/bench/runs; 'none' = off)")
+
+
+def _store_path(text: str) -> Path | None:
+    return None if str(text).lower() == "none" else Path(text)
+
+
+def committed_store(args: Any) -> tuple[Path, Path] | None:
+    """``(runs root, store)`` for :func:`run_one` / :func:`run_benchmark`, or None when off."""
+    return (args.out / "runs", args.committed) if args.committed else None
+
+
 def parse_with_quick(p: Any, argv: list[str] | None, quick: dict[str, Any], stem: str) -> Any:
     """Parse; with --quick the smoke settings become the defaults (explicit flags still win)."""
     if p.parse_known_args(argv)[0].quick:
@@ -318,18 +511,28 @@ def parse_with_quick(p: Any, argv: list[str] | None, quick: dict[str, Any], stem
 
 
 def run_benchmark(bench: str, script: str, argv: list[str], args: Any, repo: Path, plan: Any, run_entry: Any,
-                  summarise: Any, markdown: Any) -> int:
+                  summarise: Any, markdown: Any, committed: tuple[Path, Path] | None = None,
+                  on_record: Any = None) -> int:
     """The body of a benchmark script: plan, run (or reuse) every run, summarise, write the report.
 
     ``plan(args) -> (runs, settings)``, ``run_entry(record) -> entry`` and
     ``summarise(entries, settings) -> summary`` are the script's own; a bad setting is one
-    ``error:`` line and exit status 2.
+    ``error:`` line and exit status 2. ``committed = (runs_root, store)``: runs are imported
+    from the store when there (see :func:`run_one`) and every finished one is exported to it as
+    soon as it finishes, so a stopped benchmark leaves its results ready to commit.
+    ``on_record(records_so_far)`` is called after every run (partial reports).
     """
     try:
         runs, settings = plan(args)
         machine = machine_info()
         start = time.perf_counter()
-        records = [run_one(run, repo) for run in runs]
+        records = []
+        for run in runs:
+            records.append(run_one(run, repo, committed=committed))
+            if committed is not None:
+                export_committed(records[-1:], *committed)
+            if on_record is not None:
+                on_record(records, settings, machine, start)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -99,10 +99,75 @@ def load_backbone(model_cfg: Any, tokenizer: Any, auto_class: str, head_kwargs: 
         # GPT-2's class name (GPT2LMHeadModel) names no loss: transformers then warns once and uses
         # ForCausalLM (PreTrainedModel.loss_function); name that same loss here, without the warning
         model.loss_type = "ForCausalLM"
+    if model_cfg.get("pooling", "cls") != "cls":
+        use_pooling(model, model_cfg.pooling, model_cfg.name)
     # targets such as ``c_attn.q`` name slices of GPT-2's fused q/k/v projection: split it so
     # that every method adapts the slices as ordinary linear layers (see autolora_exp.fused_qkv)
     split_fused_qkv(model, list(model_cfg.target_modules))
     return model
+
+
+#: model.pooling values: what the sequence head's pooler reads
+POOLINGS = ("cls", "mean")
+
+
+class _MaskSlot:
+    """The attention mask of the forward in progress, shared by every copy of the pooler.
+
+    peft's ``modules_to_save`` deep-copies the head (the pooler among it); the copy must see
+    the mask the backbone's pre-hook stores, so a deep copy returns this same slot.
+    """
+
+    mask: Any = None
+
+    def __deepcopy__(self, memo: dict) -> "_MaskSlot":
+        return self
+
+
+class MeanPooler(nn.Module):
+    """BERT's pooler on the masked mean of the last hidden states instead of the [CLS] state::
+
+        pooled = tanh(W · (sum_t m_t h_t / sum_t m_t) + b)        (m: attention mask)
+
+    The mean is what sentence-transformers models such as all-MiniLM-L6-v2 were trained to
+    embed; ``W, b`` are the pooler's own dense layer (same parameters, same names as with
+    ``pooling=cls``), trained as part of the head.
+    """
+
+    def __init__(self, pooler: nn.Module, slot: _MaskSlot) -> None:
+        super().__init__()
+        self.dense = pooler.dense
+        self.activation = pooler.activation
+        self.slot = slot
+
+    def forward(self, hidden_states: Any) -> Any:
+        mask = self.slot.mask
+        if mask is None:  # no attention mask given: every token counts (as in the backbone)
+            mask = hidden_states.new_ones(hidden_states.shape[:2])
+        elif tuple(mask.shape) != tuple(hidden_states.shape[:2]):
+            raise RuntimeError(f"MeanPooler: attention mask {tuple(mask.shape)} does not match the hidden "
+                               f"states {tuple(hidden_states.shape[:2])}")
+        m = mask.to(hidden_states.dtype).unsqueeze(-1)
+        mean = (hidden_states * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+        return self.activation(self.dense(mean))
+
+
+def use_pooling(model: nn.Module, pooling: str, model_name: str) -> None:
+    """Make the sequence head pool as ``model.pooling`` says (``cls``: the model's own pooler)."""
+    if pooling not in POOLINGS:
+        raise UserError(f"model.pooling={pooling!r} is not one of {', '.join(POOLINGS)}")
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    pooler = getattr(base, "pooler", None)
+    if pooler is None or not hasattr(pooler, "dense") or not hasattr(pooler, "activation"):
+        raise UserError(f"model.pooling={pooling!r} needs a BERT-style pooler (dense + activation on the "
+                        f"backbone); model '{model_name}' ({type(model).__name__}) has none: use pooling=cls")
+    slot = _MaskSlot()
+
+    def keep_mask(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        slot.mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+
+    base.register_forward_pre_hook(keep_mask, with_kwargs=True)
+    base.pooler = MeanPooler(pooler, slot)
 
 
 def check_target_modules(model: nn.Module, targets: list[str]) -> list[str]:

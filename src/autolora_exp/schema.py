@@ -49,6 +49,9 @@ class ModelConfig:
     target_modules: list[str] = accepts(factory=lambda: ["query", "value"], min_items=1)
     #: the task head, trained by every method
     head_modules: list[str] = field(default_factory=lambda: ["classifier"])
+    #: what a BERT-style sequence head pools: ``cls`` (the model's own pooler on [CLS]) or
+    #: ``mean`` (the pooler's dense + tanh on the masked mean of the tokens; models.MeanPooler)
+    pooling: str = "cls"
     #: ``None`` = the library default (sdpa); ``eager`` is needed for the exact hypergradient
     attn_implementation: Optional[str] = None
 
