@@ -8,6 +8,7 @@ signal (SIGTERM, SIGUSR2, Ctrl-C) prints one line and exits 128 + signal after a
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import traceback
@@ -22,6 +23,9 @@ from autolora_exp.sweeps import FailedJob, in_multirun, report_failed_jobs
 
 configure_offline_mode()  # before transformers/datasets are imported: they read it at import
 register()
+# Hydra then raises composition errors (misspelt key, wrong type, unknown option) out of main()
+# instead of printing them over several lines and exiting 1: composition_error() makes them one line, exit 2
+os.environ["HYDRA_FULL_ERROR"] = "1"
 log = logging.getLogger("autolora_exp")
 
 
@@ -58,6 +62,39 @@ def main(cfg: DictConfig) -> float | FailedJob | None:
     return first.get(result["metrics"]["primary"])
 
 
+def composition_error(err: Exception) -> str | None:
+    """Hydra's error for a command line that composes no valid config, as one line (None: not one).
+
+    ``Error merging override train.epochs=three: Value 'three' of type 'str' could not be converted
+    to Integer (full_key: train.epochs)``"""
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not isinstance(err, (ConfigCompositionException, MissingConfigException, OverrideParseException)):
+        return None  # anything else (a bug inside the run) keeps its traceback
+    parts = [str(err).strip()]
+    if isinstance(err.__cause__, OmegaConfBaseException):
+        parts.append(str(err.__cause__).strip())
+    lines = [line.strip() for part in parts for line in part.splitlines() if line.strip()]
+    if "Config search path:" in lines:  # an unknown group option: its options list is enough
+        lines = lines[:lines.index("Config search path:")]
+    keys = [line for line in lines if line.startswith("full_key:")]
+    text = [line for line in lines if not line.startswith(("full_key:", "reference_type", "object_type"))]
+    # "Available options in 'method':" + one option per line -> "...: adalora, adapter, ..."
+    heads = [i for i, line in enumerate(text) if line.endswith(":")]
+    if heads:
+        text = text[:heads[0]] + [text[heads[0]] + " " + ", ".join(text[heads[0] + 1:])]
+    return " ".join(dict.fromkeys(line.rstrip(".") + ("" if line.endswith(":") else ".") for line in text)).rstrip(
+        ".") + (f" ({keys[0]})" if keys else "")
+
+
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except Exception as err:  # noqa: BLE001 - a bad command line is the user's to fix: one line, exit 2
+        message = composition_error(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        sys.exit(2)
     sys.exit(report_failed_jobs())  # after a sweep: 1 when any job failed (a single run exits in main)

@@ -7,6 +7,7 @@ The broken files are built from the real ones in ../shared/data (temporary copie
 from __future__ import annotations
 
 import json
+import os
 import logging
 import shutil
 import subprocess
@@ -370,3 +371,23 @@ def test_harmless_variants_still_load_exactly(tmp_path):
     dev = copy_of(tmp_path, "e2e/devset.csv")
     dev.write_bytes(b"\xef\xbb\xbf" + dev.read_bytes())
     assert _read_e2e_csv(dev) == _read_e2e_csv(SHARED_DATA / "e2e" / "devset.csv")
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("train.epochs=three", "error: Error merging override train.epochs=three. Value 'three' of type 'str' could "
+                           "not be converted to Integer (full_key: train.epochs)"),
+    ("method.rr=4", "error: Could not override 'method.rr'. To append to your config use +method.rr=4. "
+                    "Key 'rr' not in 'LoRAConfig' (full_key: method.rr)"),
+    ("task=glue/nope", "error: In 'config': Could not find 'task/glue/nope'. Available options in 'task': "
+                       "bbc_news, bionlp, e2e, webnlg, wnut16"),
+    ("train.epochs=", "error: Error merging override train.epochs=. Value '' of type 'str' could not be "
+                      "converted to Integer (full_key: train.epochs)"),
+])
+def test_a_command_line_that_composes_no_config_is_one_line_and_exit_2(tmp_path, override, expected):
+    """Hydra's composition errors (wrong type, misspelt key, unknown option) before anything loads."""
+    proc = subprocess.run([sys.executable, "run.py", "model=tiny-roberta", "debug=default", override,
+                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "HYDRA_FULL_ERROR": "0"})  # run.py sets it itself
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [expected]
+    assert not (tmp_path / "run").exists()
