@@ -17,13 +17,18 @@ epochs, batch size and max length:
     autolora_converge  the same, the search stopping once its thresholded ranks are stable
                (method.search.patience = --patience, alpha logged every --patience-every
                iterations; at most --search-epochs)                     cost = search + retrain
+    autolora_fast  method=autolora_fast as configured (its own search budget: first order, a share
+               of D_tr, one epoch, stop on stable ranks; --search-epochs does not apply)
+                                                                         cost = search + retrain
 
 Cost = ``phases.search.wall_s + phases.train.wall_s`` of result.json (what ``make tables`` puts
 in Table 5; the train phase includes the per-epoch dev evaluation, the grid's search its D_val
 evaluations). The process wall and CPU seconds of each run (imports, data and model loading
 included) are reported too. Peak memory: CUDA max allocated on GPU, else the run process's peak
-resident set. Ratios are per seed, AdaLoRA = 1 as in the paper's cost table (Table 5), median
-over seeds. Targets: AutoLoRA <= 0.35x the grid and <= 1.5x AdaLoRA (judged for both AutoLoRA rows).
+resident set. Ratios are per seed, median over seeds: to AdaLoRA (= 1 as in the paper's cost table,
+Table 5), to the 5-rank grid and to one LoRA run, each in phase wall seconds and in whole-process
+CPU seconds. Targets (issues 9 and 19), judged for every AutoLoRA row: <= 0.35x the grid,
+<= 1.5x AdaLoRA, <= 1.2x one LoRA run.
 
 Writes <out>/<name>.json and <out>/<name>.md (name: ``cost``; ``cost_quick`` with --quick).
 """
@@ -42,11 +47,13 @@ from autolora_exp.bench import (BenchRun, RunRecord, add_run_arguments, fmt_stat
 from autolora_exp.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("adalora", "autolora", "autolora_converge", "lora", "lora_grid")
+METHODS = ("adalora", "autolora", "autolora_converge", "autolora_fast", "lora", "lora_grid")
 #: the AutoLoRA rows the targets are judged on
-AUTOLORA_ROWS = ("autolora", "autolora_converge")
-#: cost targets of issue 9: AutoLoRA's cost over the reference's
-TARGETS = {"lora_grid": 0.35, "adalora": 1.5}
+AUTOLORA_ROWS = ("autolora", "autolora_converge", "autolora_fast")
+#: cost targets (issue 9: grid, AdaLoRA; issue 19: one LoRA run): AutoLoRA's cost over the reference's
+TARGETS = {"lora_grid": 0.35, "adalora": 1.5, "lora": 1.2}
+#: the references every row's cost is divided by (summary keys ratio_to_<ref>, cpu_ratio_to_<ref>)
+REFERENCES = ("adalora", "lora_grid", "lora")
 
 #: --quick: tiny-roberta on a few rows of RTE, four optimiser steps per training and per search
 #: (AdaLoRA needs >= 3: with 2 its final-mask phase starts before any sensitivity exists)
@@ -106,6 +113,7 @@ def plan(args: argparse.Namespace) -> tuple[list[BenchRun], dict[str, Any]]:
         "autolora_converge": ["method=autolora", f"method.search.epochs={search_epochs}", *args.autolora_override,
                               f"method.search.patience={args.patience}",
                               f"method.search.log_every={args.patience_every}"],
+        "autolora_fast": ["method=autolora_fast", *args.autolora_override],
         "lora": ["method=lora", "method.r=4"],
         "lora_grid": ["method=lora_grid", f"method.ranks=[{','.join(map(str, grid))}]"],
     }
@@ -163,7 +171,8 @@ def run_entry(rec: RunRecord) -> dict[str, Any]:
     if search:
         entry["search"] = {"steps": search.get("steps"), "passes_per_iteration": search.get("passes_per_iteration"),
                            "mean_rank": search.get("mean_rank"), "split": search.get("split"),
-                           "converged_at": search.get("converged_at"), "ranks": search.get("ranks")}
+                           "converged_at": search.get("converged_at"), "stop_reason": search.get("stop_reason"),
+                           "ranks": search.get("ranks")}
     if rec.key["method"] == "lora_grid":
         grid = _read_search_json(rec.folder)
         entry["grid"] = {"best_rank": grid.get("best_rank"), "per_rank": grid.get("per_rank")}
@@ -198,10 +207,11 @@ def summarise(entries: list[dict[str, Any]], methods: list[str], batch_size: int
                       for k in ("cost_s", "search_s", "train_s", "peak_mb", "peak_extra_mb")}
         summary[m]["process_wall_s"] = stats(per_seed(m, lambda e, s: e["process"].get("wall_s")))
         summary[m]["process_cpu_s"] = stats(per_seed(m, lambda e, s: e["process"].get("cpu_s")))
-        summary[m]["ratio_to_adalora"] = stats(ratio(m, "adalora"))
+        for ref in REFERENCES:
+            summary[m][f"ratio_to_{ref}"] = stats(ratio(m, ref))
+            # whole-process CPU seconds: a second view, less sensitive to other jobs on shared cores
+            summary[m][f"cpu_ratio_to_{ref}"] = stats(ratio(m, ref, "cpu_s", "process"))
         summary[m]["memory_ratio_to_adalora"] = stats(ratio(m, "adalora", "peak_mb"))
-        # whole-process CPU seconds: a second view, less sensitive to other jobs on shared cores
-        summary[m]["cpu_ratio_to_adalora"] = stats(ratio(m, "adalora", "cpu_s", "process"))
         summary[m]["metric_best"] = stats(per_seed(m, lambda e, s: e["metric"]["best"]))
 
     targets = {}
@@ -216,17 +226,23 @@ def summarise(entries: list[dict[str, Any]], methods: list[str], batch_size: int
 
 
 def _converge(by: dict[tuple[str, int], dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]]:
-    """Per seed: where the converging search stopped, and whether it found the full search's ranks."""
+    """Per seed and cheaper AutoLoRA row: where its search stopped, and how far its ranks are from
+    the full search's (mean |rank difference| per layer, layers with the same rank)."""
+    from autolora_exp.methods.autolora.search import rank_distance
+
     out = []
-    for s in seeds:
-        a, c = by.get(("autolora", s)), by.get(("autolora_converge", s))
-        if not a or not c or not a.get("search") or not c.get("search"):
-            continue
-        full, early = a["search"]["ranks"] or {}, c["search"]["ranks"] or {}
-        out.append({"seed": s, "converged_at": c["search"]["converged_at"], "steps": c["search"]["steps"],
-                    "full_steps": a["search"]["steps"], "mean_rank": c["search"]["mean_rank"],
-                    "full_mean_rank": a["search"]["mean_rank"],
-                    "layers_same_rank": sum(early.get(k) == v for k, v in full.items()), "layers": len(full)})
+    for row in ("autolora_converge", "autolora_fast"):
+        for s in seeds:
+            a, c = by.get(("autolora", s)), by.get((row, s))
+            if not a or not c or not a.get("search") or not c.get("search"):
+                continue
+            full, early = a["search"]["ranks"] or {}, c["search"]["ranks"] or {}
+            out.append({"row": row, "seed": s, "converged_at": c["search"]["converged_at"],
+                        "stop_reason": c["search"].get("stop_reason"), "steps": c["search"]["steps"],
+                        "full_steps": a["search"]["steps"], "mean_rank": c["search"]["mean_rank"],
+                        "full_mean_rank": a["search"]["mean_rank"],
+                        "rank_distance": rank_distance(full, early) if full.keys() == early.keys() else None,
+                        "layers_same_rank": sum(early.get(k) == v for k, v in full.items()), "layers": len(full)})
     return out
 
 
@@ -266,7 +282,8 @@ def diagnose(by: dict[tuple[str, int], dict[str, Any]], seeds: list[int], batch_
 
 
 LABELS = {"adalora": "AdaLoRA", "autolora": "AutoLoRA (search + retrain)",
-          "autolora_converge": "AutoLoRA, search stopped on stable ranks", "lora": "LoRA r=4",
+          "autolora_converge": "AutoLoRA, search stopped on stable ranks",
+          "autolora_fast": "AutoLoRA, `method=autolora_fast`", "lora": "LoRA r=4",
           "lora_grid": "LoRA + rank grid (grid on D_tr + retrain)"}
 
 
@@ -276,14 +293,15 @@ def markdown(report: dict[str, Any]) -> str:
     for m in st["methods"]:
         s = summary[m]
         rows.append([LABELS[m], fmt_stat(s["cost_s"], digits=1), fmt_stat(s["search_s"], digits=1),
-                     fmt_stat(s["train_s"], digits=1), fmt_stat(s["ratio_to_adalora"]),
+                     fmt_stat(s["train_s"], digits=1),
+                     *(f"{fmt_stat(s[f'ratio_to_{ref}'])} ({fmt_stat(s[f'cpu_ratio_to_{ref}'])})"
+                       for ref in REFERENCES),
                      fmt_stat(s["process_wall_s"], digits=1), fmt_stat(s["process_cpu_s"], digits=1),
-                     fmt_stat(s["cpu_ratio_to_adalora"]),
                      fmt_stat(s["peak_mb"], digits=0), fmt_stat(s["peak_extra_mb"], digits=0),
                      fmt_stat(s["memory_ratio_to_adalora"]), fmt_stat(s["metric_best"], 100, 1),
                      _loads(report["runs"], m)])
-    header = ["method", "cost s", "search s", "train s", "cost / AdaLoRA", "process wall s", "process CPU s",
-              "CPU / AdaLoRA", "peak MB", "peak extra MB", "memory / AdaLoRA", "dev metric x100 (best epoch)",
+    header = ["method", "cost s", "search s", "train s", "/ AdaLoRA (CPU)", "/ grid (CPU)", "/ LoRA (CPU)",
+              "process wall s", "process CPU s", "peak MB", "peak extra MB", "memory / AdaLoRA", "dev metric x100 (best epoch)",
               "1-min load before → after"]
     lines = [f"# End-to-end cost: {st['task']} | {st['model']}", "",
              f"Settings: train rows {st['train_samples'] or 'all'}, dev rows {st['eval_samples'] or 'all'}, "
@@ -293,7 +311,8 @@ def markdown(report: dict[str, Any]) -> str:
              + (f" Extra overrides: {st['overrides']}." if st["overrides"] else "")
              + (f" AutoLoRA overrides: {st['autolora_overrides']}." if st["autolora_overrides"] else ""),
              "", md_table(header, rows), "",
-             "Cost = search + train phase wall seconds (result.json); median [min–max] over seeds when n > 1. "
+             "Cost = search + train phase wall seconds (result.json); the ratios divide it by the reference's, "
+             "in brackets the same ratio of whole-process CPU seconds; median [min–max] over seeds when n > 1. "
              f"Peak memory: {_memory_note(report)}.", ""]
     for key, t in report["targets"].items():
         verdict = "no data" if t["met"] is None else ("met" if t["met"] else "MISSED")
@@ -302,10 +321,13 @@ def markdown(report: dict[str, Any]) -> str:
         cpu_note = f"; whole-process CPU seconds: {cpu['median']:.2f}x" if cpu else ""
         lines.append(f"- Target {key.replace('_', ' ')} <= {t['target']}x: {value} ({verdict}{cpu_note})")
     for c in report.get("converge", []):
-        lines.append(f"- seed {c['seed']}: the converging search stopped at iteration {c['steps']} of "
-                     f"{c['full_steps']} ({'stable ranks' if c['converged_at'] else 'schedule end, never stable'}); "
+        distance = "-" if c.get("rank_distance") is None else f"{c['rank_distance']:.2f}"
+        lines.append(f"- {LABELS[c.get('row', 'autolora_converge')]}, seed {c['seed']}: the search stopped at "
+                     f"iteration {c['steps']} (full search {c['full_steps']}; "
+                     f"{c.get('stop_reason') or 'schedule end, never stable'}); "
                      f"mean rank {c['mean_rank']:.2f} vs {c['full_mean_rank']:.2f} for the full search, "
-                     f"{c['layers_same_rank']} of {c['layers']} layers with the same rank")
+                     f"{c['layers_same_rank']} of {c['layers']} layers with the same rank, mean |rank difference| "
+                     f"{distance}")
     d = report["diagnosis"]
     if d.get("search_share"):
         lines += ["", "AutoLoRA breakdown: search "

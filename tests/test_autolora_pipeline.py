@@ -123,3 +123,46 @@ def test_search_patience_from_the_config_ends_the_search_early(tmp_path):
     search = run(cfg)["search"]
     assert search["converged_at"] == search["steps"] < 20
     assert json.loads((tmp_path / "search.json").read_text())["converged_at"] == search["steps"]
+
+
+def test_subsample_for_search_keeps_a_seeded_share_and_whole_groups():
+    from datasets import Dataset
+
+    from autolora_exp.pipeline import subsample_for_search
+
+    part = Dataset.from_dict({"idx": list(range(40)), "group": [i // 2 for i in range(40)]})
+    half = subsample_for_search(part, seed=0, fraction=0.5)
+    assert abs(len(half) - 20) <= 2 and set(half["idx"]) < set(part["idx"])
+    assert all(half["group"].count(g) == 2 for g in set(half["group"]))  # both rows of a group, or none
+    assert half["idx"] == subsample_for_search(part, seed=0, fraction=0.5)["idx"]  # seeded
+    assert half["idx"] != subsample_for_search(part, seed=1, fraction=0.5)["idx"]
+    assert subsample_for_search(part, seed=0, fraction=1.0) is part
+
+
+def test_search_on_a_share_of_d_tr_and_d_val_is_recorded(tmp_path, autolora_result):
+    from conftest import compose
+
+    cfg = compose([*TINY, "method=autolora", "method.search.subsample_tr=0.5", "method.search.subsample_val=0.5"],
+                  tmp_path)
+    result = run(cfg)
+    split, full = result["search"]["split"], autolora_result[0]["search"]["split"]
+    for part in ("d_tr", "d_val"):
+        assert split[part]["subsample"] == 0.5 and full[part]["subsample"] == 1.0
+        assert abs(split[part]["rows"] - full[part]["rows"] / 2) <= 1
+    assert result["data"]["train"]["n"] == autolora_result[0]["data"]["train"]["n"]  # the retrain uses all rows
+    assert json.loads((tmp_path / "search.json").read_text())["config"]["subsample_tr"] == 0.5
+    assert result["config"]["method"]["search"]["subsample_val"] == 0.5
+
+
+def test_the_no_argument_default_is_autolora_with_the_fast_search(tmp_path):
+    """`python run.py` with no arguments: AutoLoRA (autolora_fast) on the packaged MiniLM and BBC News."""
+    from conftest import compose
+
+    cfg = compose([])
+    assert (cfg.method.name, cfg.task.name, cfg.model.name) == ("autolora_fast", "bbc_news", "minilm")
+    assert cfg.method.search.hypergrad == "first_order" and cfg.method.search.subsample_tr == 0.5
+    result = run(compose(["debug=default", "model=tiny-roberta"], tmp_path))  # the default, sized for a test
+    search = result["search"]
+    assert result["method"] == "autolora_fast" and search["passes_per_iteration"] == 2
+    assert search["split"]["d_tr"]["subsample"] == 0.5 and "stop_reason" in search
+    assert {"search", "train"} <= set(result["phases"]) and 0.0 <= result["metrics"]["test"]["accuracy"] <= 1.0

@@ -185,7 +185,7 @@ def test_ablation_gates_search_and_threshold(gate):
         assert 0 <= result.ranks[name] <= 4
 
 
-def _patience_run(tmp_path=None, stop_at=None, patience=2):
+def _patience_run(tmp_path=None, stop_at=None, patience=2, tolerance=0.0):
     """A search that can stop on stable ranks; with ``stop_at`` a stop is requested at that alpha log."""
     from autolora_exp.checkpoint import Checkpointer
     from autolora_exp.preemption import StopSignal
@@ -198,7 +198,8 @@ def _patience_run(tmp_path=None, stop_at=None, patience=2):
         if entry["step"] == stop_at:
             stop.signum = 15  # as the SIGTERM handler would
 
-    cfg = SearchConfig(k=4, lr_selection=0.05, lr_weights=1e-2, epochs=10, log_every=1, patience=patience)
+    cfg = SearchConfig(k=4, lr_selection=0.05, lr_weights=1e-2, epochs=10, log_every=1, patience=patience,
+                       stop_tolerance=tolerance)
     ckpt = Checkpointer(tmp_path, "search", 0, "h") if tmp_path is not None else None
     return search(model, batches(4, 1), batches(2, 2), cfg, progress=False, on_log=on_log, checkpointer=ckpt,
                   stop=stop)
@@ -236,6 +237,42 @@ def test_patience_stops_once_the_ranks_are_stable_and_resumes_there(tmp_path):
     resumed = _patience_run(tmp_path)
     assert (resumed.steps, resumed.converged_at, resumed.selection_logits) == (
         early.steps, early.converged_at, early.selection_logits)
+
+
+def test_stop_reason_allows_a_mean_rank_change_up_to_the_tolerance():
+    from autolora_exp.methods.autolora.search import rank_distance, stop_reason
+
+    def log(step, *betas):  # one rank per layer from k = 2 logits; softmax threshold 1/2
+        return {"step": step, "selection_logits": {f"l{i}": b for i, b in enumerate(betas)}}
+
+    one, two = [0.4, 0.0], [0.0, 0.0]  # rank 1, rank 2
+    history = [log(0, two, two), log(4, one, two), log(8, two, two), log(12, one, two)]
+    assert rank_distance({"a": 1, "b": 2}, {"a": 2, "b": 2}) == 0.5
+    assert stop_reason(history, "softmax", 2) is None  # one layer moves between logs
+    assert stop_reason(history, "softmax", 2, tolerance=0.4) is None  # mean change 1/2 layer > 0.4
+    reason = stop_reason(history, "softmax", 2, tolerance=0.5)
+    assert reason.startswith("ranks stable: mean |rank change| per layer 0.5 <= 0.5 over 3 alpha logs (steps 4-12)")
+    assert stop_reason(history, "softmax", 3, tolerance=1.0) is None  # step 0 does not count: 3 logs < 4
+    with pytest.raises(ValueError, match="different layers"):
+        rank_distance({"a": 1}, {"b": 1})
+
+
+def test_a_tolerant_stop_ends_no_later_than_the_exact_one_and_says_why():
+    exact, tolerant = _patience_run(patience=2), _patience_run(patience=2, tolerance=0.5)
+    assert tolerant.converged_at is not None and tolerant.steps <= exact.steps
+    assert tolerant.stop_reason.startswith("ranks stable") and "<= 0.5" in tolerant.stop_reason
+    assert exact.stop_reason.startswith("ranks stable: mean |rank change| per layer 0 <= 0")
+    assert tolerant.history == exact.history[: len(tolerant.history)]  # the same trajectory, cut
+    assert _patience_run(patience=None).stop_reason is None
+    assert tolerant.to_dict()["stop_reason"] == tolerant.stop_reason
+
+
+def test_budget_keys_are_validated_with_the_accepted_values():
+    for key, bad in (("subsample_tr", 0.0), ("subsample_tr", 1.5), ("subsample_val", -0.1)):
+        with pytest.raises(UserError, match=f"search.{key}={bad} is not accepted; use a number in \\(0, 1\\]"):
+            SearchConfig(**{key: bad})
+    with pytest.raises(UserError, match="search.stop_tolerance=-1 is not accepted; use a number >= 0"):
+        SearchConfig(stop_tolerance=-1)
 
 
 def test_new_search_keys_are_validated_with_the_accepted_values():

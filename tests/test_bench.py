@@ -95,8 +95,9 @@ def test_cost_plan_gives_every_method_the_same_data_and_schedule(cost, tmp_path,
     args = cost.parse_args(["--train-samples", "64", "--epochs", "2", "--search-epochs", "1", "--seeds", "0,1",
                             "--grid", "1,4", "--out", str(tmp_path), "--device", "cpu"])
     runs, settings = cost.plan(args)
-    assert [(r.key["seed"], r.key["method"]) for r in runs][:5] == [(0, m) for m in cost.METHODS]
-    assert len(runs) == 10 and len({r.folder for r in runs}) == 10
+    n = len(cost.METHODS)
+    assert [(r.key["seed"], r.key["method"]) for r in runs][:n] == [(0, m) for m in cost.METHODS]
+    assert len(runs) == 2 * n and len({r.folder for r in runs}) == 2 * n
     shared = [o for o in runs[0].overrides if not o.startswith(("method", "seed"))]
     for r in runs:
         assert all(o in r.overrides for o in shared)  # same task, data, epochs, batch, length, device
@@ -105,6 +106,9 @@ def test_cost_plan_gives_every_method_the_same_data_and_schedule(cost, tmp_path,
     assert "method.r=4" in by["lora"] and settings["search_epochs"] == 1
     assert {"method.search.epochs=1", "method.search.patience=3", "method.search.log_every=4"} <= set(
         by["autolora_converge"])
+    # the fast preset keeps its own search budget: --search-epochs does not reach it
+    assert "method=autolora_fast" in by["autolora_fast"]
+    assert not any(o.startswith("method.search.") for o in by["autolora_fast"])
     assert all("task.max_train_samples=64" in o for o in by.values())
 
 
@@ -120,7 +124,7 @@ def _cost_entry(method, seed, search_s, train_s, peak, steps=0, train_steps=10, 
                                                                                 "cpu_s": (search_s + train_s) / 2},
             "metric": {"best": 0.5},
             "cost": {"search_s": search_s, "train_s": train_s, "cost_s": search_s + train_s, "peak_mb": peak,
-                     "peak_extra_mb": peak / 2, "search_steps": steps, "train_steps": train_steps,
+                     "peak_extra_mb": peak / 2, "memory": "cpu_peak_rss", "search_steps": steps, "train_steps": train_steps,
                      "passes_per_iteration": 5 if steps else None},
             "search": {"split": {"d_tr": {"rows": d_tr}}, "steps": steps, "converged_at": converged,
                        "ranks": ranks, "mean_rank": sum(ranks.values()) / len(ranks) if ranks else None}
@@ -136,13 +140,32 @@ def test_cost_ratios_targets_and_search_epoch_extrapolation(cost):
                     _cost_entry("autolora", seed, 20 * scale, 10 * scale, 1200, steps=4, d_tr=64,
                                 ranks={"a": 2, "b": 3}),
                     _cost_entry("autolora_converge", seed, 5 * scale, 10 * scale, 1200, steps=1, d_tr=64,
-                                ranks={"a": 2, "b": 4}, converged=1)]
+                                ranks={"a": 2, "b": 4}, converged=1),
+                    _cost_entry("autolora_fast", seed, 1 * scale, 10 * scale, 1200, steps=1, d_tr=32,
+                                ranks={"a": 0, "b": 4})]
     out = cost.summarise(entries, list(cost.METHODS), batch_size=16)
     assert out["targets"]["autolora_converge_vs_adalora"]["ratio_median"] == pytest.approx(1.5)
     assert out["targets"]["autolora_converge_vs_adalora"]["met"] is True
     assert out["targets"]["autolora_converge_vs_lora_grid"]["ratio_median"] == pytest.approx(15 / 35)
-    assert out["converge"][0] == {"seed": 0, "converged_at": 1, "steps": 1, "full_steps": 4, "mean_rank": 3.0,
-                                  "full_mean_rank": 2.5, "layers_same_rank": 1, "layers": 2}
+    assert out["converge"][0] == {"row": "autolora_converge", "seed": 0, "converged_at": 1, "stop_reason": None,
+                                  "steps": 1, "full_steps": 4, "mean_rank": 3.0, "full_mean_rank": 2.5,
+                                  "rank_distance": 0.5, "layers_same_rank": 1, "layers": 2}
+    fast = [c for c in out["converge"] if c["row"] == "autolora_fast"]
+    assert len(fast) == 2 and fast[0]["rank_distance"] == pytest.approx((2 + 1) / 2) and fast[0]["layers_same_rank"] == 0
+    # issue 19's ratios: to the grid and to one LoRA run, in phase seconds and in process CPU seconds
+    assert out["summary"]["autolora_fast"]["ratio_to_lora_grid"]["median"] == pytest.approx(11 / 35)
+    assert out["summary"]["autolora_fast"]["ratio_to_lora"]["median"] == pytest.approx(11 / 9)
+    assert out["summary"]["autolora_fast"]["cpu_ratio_to_lora"]["median"] == pytest.approx(5.5 / 4.5)
+    assert out["targets"]["autolora_fast_vs_lora_grid"]["met"] is True
+    assert out["targets"]["autolora_fast_vs_lora"]["met"] is False  # 1.22x > 1.2x
+    assert out["targets"]["autolora_converge_vs_lora"]["ratio_median"] == pytest.approx(15 / 9)
+    md = cost.markdown({"settings": {"methods": list(cost.METHODS), "task": "glue/rte", "model": "m",
+                                     "train_samples": 64, "eval_samples": None, "max_length": 32, "batch_size": 16,
+                                     "epochs": 1, "search_epochs": 1, "grid": [1], "seeds": [0, 1], "device": "cpu",
+                                     "overrides": [], "autolora_overrides": []},
+                        "runs": entries, "machine": {}, "loadavg_end": [0, 0, 0], "bench_wall_s": 1,
+                        "runs_computed": 0, "runs_reused": 0, "runs_process_wall_s": 1, "command": "c", **out})
+    assert "/ LoRA (CPU)" in md and "Target autolora fast vs lora <= 1.2x: 1.22x (MISSED" in md
     assert out["summary"]["autolora"]["ratio_to_adalora"]["median"] == pytest.approx(3.0)
     assert out["summary"]["lora"]["ratio_to_adalora"]["median"] == pytest.approx(0.9)
     assert out["summary"]["autolora"]["memory_ratio_to_adalora"]["median"] == pytest.approx(1.2)
@@ -225,7 +248,7 @@ def test_cost_quick_writes_json_and_reuses_finished_runs(cost, tmp_path, shared_
     report = json.loads((tmp_path / "cost_quick.json").read_text())
     for key in ("settings", "machine", "runs", "summary", "targets", "diagnosis", "bench_wall_s", "loadavg_end"):
         assert key in report
-    assert report["runs_computed"] == 5 and report["settings"]["model"] == "tiny-roberta"
+    assert report["runs_computed"] == len(cost.METHODS) and report["settings"]["model"] == "tiny-roberta"
     for m in cost.METHODS:
         s = report["summary"][m]
         assert s["cost_s"]["median"] > 0 and s["peak_mb"]["median"] > 0 and s["ratio_to_adalora"]["n"] == 1
@@ -237,14 +260,19 @@ def test_cost_quick_writes_json_and_reuses_finished_runs(cost, tmp_path, shared_
     grid = next(e for e in report["runs"] if e["method"] == "lora_grid")
     assert set(grid["grid"]["per_rank"]) == {"1", "2"} and grid["cost"]["search_s"] > 0
     assert report["summary"]["adalora"]["ratio_to_adalora"]["median"] == pytest.approx(1.0)
-    assert set(report["targets"]) == {f"{a}_vs_{b}" for a in cost.AUTOLORA_ROWS for b in ("lora_grid", "adalora")}
+    assert set(report["targets"]) == {f"{a}_vs_{b}" for a in cost.AUTOLORA_ROWS for b in ("lora_grid", "adalora", "lora")}
+    fast = next(e for e in report["runs"] if e["method"] == "autolora_fast")
+    # first order (2 passes) on half of D_tr = 8 rows at batch 8: one iteration
+    assert fast["cost"]["passes_per_iteration"] == 2 and fast["search"]["steps"] == 1
+    assert fast["search"]["split"]["d_tr"]["rows"] == 8 and fast["search"]["split"]["d_tr"]["subsample"] == 0.5
+    assert report["summary"]["autolora_fast"]["cpu_ratio_to_lora"]["n"] == 1
     converge = next(e for e in report["runs"] if e["method"] == "autolora_converge")
     assert converge["search"]["steps"] <= auto["search"]["steps"]
     assert "Reproduce" in (tmp_path / "cost_quick.md").read_text()
     # resumable: a second call recomputes nothing and reports the same costs
     assert cost.main(["--quick", "--out", str(tmp_path)]) == 0
     again = json.loads((tmp_path / "cost_quick.json").read_text())
-    assert again["runs_reused"] == 5 and again["runs_computed"] == 0
+    assert again["runs_reused"] == len(cost.METHODS) and again["runs_computed"] == 0
     assert again["summary"]["autolora"]["cost_s"] == report["summary"]["autolora"]["cost_s"]
     assert next(e for e in again["runs"] if e["method"] == "autolora")["process"]["cpu_s"] > 0
 

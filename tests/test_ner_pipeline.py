@@ -8,7 +8,7 @@ import pytest
 
 from autolora_exp.pipeline import run
 
-TINY = ["debug=default", "model=tiny-roberta"]
+TINY = ["debug=default", "model=tiny-roberta", "method=lora"]
 
 
 @pytest.mark.parametrize("method", ["lora", "autolora"])

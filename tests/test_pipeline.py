@@ -13,7 +13,7 @@ from autolora_exp import results
 from autolora_exp.pipeline import run
 from conftest import REPO
 
-TINY = ["debug=default", "model=tiny-roberta"]
+TINY = ["debug=default", "model=tiny-roberta", "method=lora"]
 
 
 def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:

@@ -25,7 +25,7 @@ from autolora_exp.pipeline import run
 from autolora_exp.preemption import Preempted, StopSignal
 from conftest import REPO, SHARED_DATA, compose
 
-TINY = ["debug=default", "model=tiny-roberta"]
+TINY = ["debug=default", "model=tiny-roberta", "method=lora"]
 #: 2 epochs of 4 steps (32 rows, batch 8), a validation evaluation after each, then the test split
 TWO_EPOCHS = [*TINY, "train.max_steps=null"]
 

@@ -21,7 +21,7 @@ from autolora_exp.errors import UserError
 from autolora_exp.pipeline import run
 from conftest import REPO
 
-TINY = ["debug=default", "model=tiny-roberta"]
+TINY = ["debug=default", "model=tiny-roberta", "method=lora"]
 # long enough to be stopped mid-phase: 16 search iterations, 32 retrain steps, a checkpoint every step
 LONGER = [*TINY, "task.max_train_samples=128", "train.max_steps=null", "train.checkpoint_every=1"]
 

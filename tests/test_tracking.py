@@ -22,7 +22,7 @@ from autolora_exp.tracking import Tracker, run_identity, run_summary
 from conftest import compose
 from wandb_offline import offline_runs, read_offline_run
 
-TINY = ["debug=default", "model=tiny-roberta", "logger.mode=offline"]
+TINY = ["debug=default", "model=tiny-roberta", "method=lora", "logger.mode=offline"]
 # Search 12 iterations (D_tr = 16 rows, batch 8, 6 epochs) logged every 2; retrain 2 epochs of 4
 # steps, every step logged. The search's last points (steps 10, 12) lie above the retrain's
 # first epoch (step 4): with one shared `step=` W&B would drop that epoch.

@@ -181,6 +181,19 @@ def split_for_search(train: Any, seed: int, val_fraction: float = 0.5) -> tuple[
     return train.select(sorted(tr)), train.select(sorted(val))
 
 
+def subsample_for_search(part: Any, seed: int, fraction: float) -> Any:
+    """The seeded share ``fraction`` of D_tr or D_val that the search runs on (1: all of it).
+
+    The kept rows are the D_tr side of :func:`split_held_out` at held-out share 1 - fraction,
+    so rows sharing a ``group`` stay together and the count is within one group of fraction * n.
+    """
+    if fraction >= 1.0:
+        return part
+    groups = part["group"] if "group" in part.column_names else part["idx"]
+    kept, _ = split_held_out(list(groups), seed, 1.0 - fraction)
+    return part.select(sorted(map(int, kept)))
+
+
 def search_phase(cfg: DictConfig, method: Any, data: Any, encoded: Any, kind: TaskKind, loader_for: Any,
                  tracker: Tracker, output_dir: Path, checkpointer: Checkpointer, stop: StopSignal,
                  precision: Precision) -> dict[str, Any]:
@@ -189,6 +202,8 @@ def search_phase(cfg: DictConfig, method: Any, data: Any, encoded: Any, kind: Ta
     from autolora_exp.plots import rank_heatmap
 
     d_tr, d_val = split_for_search(encoded["train"], cfg.seed, method.search_val_fraction)
+    share_tr, share_val = method.search_subsample
+    d_tr, d_val = subsample_for_search(d_tr, cfg.seed, share_tr), subsample_for_search(d_val, cfg.seed, share_val)
     device = precision.device
     search_batch = method.search_batch_size or cfg.train.batch_size
     @functools.cache
@@ -224,10 +239,13 @@ def search_phase(cfg: DictConfig, method: Any, data: Any, encoded: Any, kind: Ta
         "passes_per_iteration": outcome.passes_per_iteration,
         # AutoLoRA with search.patience: the iteration where the ranks were found stable
         "converged_at": getattr(outcome, "converged_at", None),
+        "stop_reason": getattr(outcome, "stop_reason", None),
         # the rank grid: rank -> its D_val score, best epoch, steps, wall time, trainable parameters
         "per_rank": getattr(outcome, "per_rank", None),
-        "split": {name: {"n": len(set(part["idx"])), "rows": len(part), "ids_sha256": ids_hash(set(part["idx"]))}
-                  for name, part in (("d_tr", d_tr), ("d_val", d_val))},
+        # the rows the search ran on: D_tr and D_val after search.subsample_tr / subsample_val
+        "split": {name: {"n": len(set(part["idx"])), "rows": len(part), "ids_sha256": ids_hash(set(part["idx"])),
+                         "subsample": share}
+                  for name, part, share in (("d_tr", d_tr, share_tr), ("d_val", d_val, share_val))},
     }
 
 

@@ -23,6 +23,8 @@ class Method:
     search_val_fraction: float = 0.5
     #: rank-searching methods: batch size of the search loaders; None: train.batch_size
     search_batch_size: int | None = None
+    #: rank-searching methods: shares of D_tr and of D_val the search runs on (seeded; 1 = all)
+    search_subsample: tuple[float, float] = (1.0, 1.0)
 
     def prepare(self, model: nn.Module, target_modules: list[str], head_modules: list[str]) -> nn.Module:
         """Return the model to train (wrapped or modified in place); set ``requires_grad``."""

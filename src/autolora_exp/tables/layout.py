@@ -29,6 +29,7 @@ METHOD_LABELS = {
     "autolora_authors": "AutoLoRA (authors' search)", "autolora_authors_no_cst": "w/o constraint (authors' search)",
     "autolora_authors_sigmoid": "sigmoid (authors' search)", "autolora_authors_eta0": "η = 0 (authors' search)",
     "autolora_authors_bionlp": "AutoLoRA (authors' BioNLP search)",
+    "autolora_fast": "AutoLoRA (fast search)",
 }
 
 

@@ -55,6 +55,11 @@ class AutoLoRA(Method):
         """Batch size of the search loaders (``search.batch_size``; None: train.batch_size)."""
         return self.search_config.batch_size
 
+    @property
+    def search_subsample(self) -> tuple[float, float]:
+        """Shares of D_tr and D_val the search runs on (``search.subsample_tr`` / ``subsample_val``)."""
+        return self.search_config.subsample_tr, self.search_config.subsample_val
+
     def search_ranks(self, ctx: SearchContext) -> SearchResult:
         """The bilevel search on a fresh backbone; W learns on D_tr only, beta on D_val only."""
         cfg = self.search_config

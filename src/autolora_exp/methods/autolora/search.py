@@ -97,10 +97,19 @@ class SearchConfig:
     #: batch size of both search loaders; None: train.batch_size (the authors' GLUE search: 32)
     batch_size: int | None = accepts(None, ge=1)
     log_every: int = accepts(50, ge=1)
-    #: convergence stop: end the search once the thresholded ranks have been the same at
-    #: ``patience`` + 1 consecutive alpha logs (every ``log_every`` iterations, step 0 excluded);
-    #: None runs every epoch (the authors' fixed schedule)
+    #: convergence stop: end the search once the thresholded ranks have stayed within
+    #: ``stop_tolerance`` of each other at ``patience`` + 1 consecutive alpha logs (every
+    #: ``log_every`` iterations, step 0 excluded; see :func:`stop_reason`); None runs every epoch
+    #: (the authors' fixed schedule)
     patience: int | None = accepts(None, ge=1)
+    #: the stop's tolerance: largest mean |rank change| per layer between the first of the
+    #: ``patience`` + 1 logs and each later one; 0 = identical ranks
+    stop_tolerance: float = accepts(0.0, ge=0)
+    #: share of D_tr the search trains W on, seeded (the iterations per epoch shrink with it); 1 = all
+    subsample_tr: float = accepts(1.0, gt=0, le=1)
+    #: share of D_val the hypergradient is taken on, seeded; 1 = all (one D_val batch per
+    #: iteration either way: it narrows what beta sees, it does not cut compute)
+    subsample_val: float = accepts(1.0, gt=0, le=1)
     #: finite-difference radius: eps = fd_eps / ||v||
     fd_eps: float = accepts(0.01, gt=0)
     #: darts' mixed term: "forward" (1 pass, from the look-ahead pass's own grad_beta L_tr(W);
@@ -185,6 +194,8 @@ class SearchResult:
     config: dict[str, Any] = field(default_factory=dict)
     #: the iteration at which the ranks were found stable (``patience``); None: ran its schedule
     converged_at: int | None = None
+    #: why the search stopped before its schedule (:func:`stop_reason`); None: ran its schedule
+    stop_reason: str | None = None
 
     @property
     def mean_rank(self) -> float:
@@ -334,6 +345,7 @@ def search(
     history: list[dict[str, Any]] = []
     step, passes, val_used, elapsed = 0, 0, 0, 0.0
     converged_at: int | None = None
+    reason: str | None = None
     window = LossWindow()  # (L_tr, L_val) since the last history entry
 
     state = checkpointer.load() if checkpointer else None
@@ -347,8 +359,9 @@ def search(
                                                     state["elapsed"], state["history"])
         set_rng_state(state["rng"])
         window.load_state(state.get("loss_window"), device)
-        if config.patience and history[-1]["step"] == step and ranks_stable(history, rule, config.patience):
-            converged_at = step  # stopped right after the convergence test passed
+        if config.patience and history[-1]["step"] == step:
+            reason = stop_reason(history, rule, config.patience, config.stop_tolerance)
+            converged_at = step if reason else None  # stopped right after the convergence test passed
 
     def log(at: int) -> None:
         means = window.take()
@@ -391,8 +404,11 @@ def search(
                     log(step)
                     ranks = threshold_ranks(history[-1]["selection_logits"], rule)
                     bar.set_postfix(mean_rank=f"{sum(ranks.values()) / len(ranks):.2f}")
-                    if config.patience and ranks_stable(history, rule, config.patience):
-                        converged_at = step
+                    if config.patience:
+                        reason = stop_reason(history, rule, config.patience, config.stop_tolerance)
+                        if reason:
+                            converged_at = step
+                            tqdm.write(f"autolora search: stopped at step {step} of {total}: {reason}")
                 if checkpointer is not None and checkpointer.due(step):
                     save()
                 if stop is not None:
@@ -412,6 +428,7 @@ def search(
         selection_logits=final,
         config=asdict(config),
         converged_at=converged_at,
+        stop_reason=reason,
     )
     if checkpointer is not None:
         checkpointer.save({"done": True, "result": asdict(result), "step": step})
@@ -419,13 +436,37 @@ def search(
 
 
 def ranks_stable(history: list[dict[str, Any]], rule: str, patience: int) -> bool:
-    """The convergence test of ``patience``: the ranks (threshold ``rule`` on the logged beta) of
-    the last ``patience`` + 1 logs are identical. Step 0 (beta = init, all equal) does not count."""
+    """The ranks (threshold ``rule`` on the logged beta) of the last ``patience`` + 1 logs are
+    identical: :func:`stop_reason` with tolerance 0."""
+    return stop_reason(history, rule, patience, 0.0) is not None
+
+
+def stop_reason(history: list[dict[str, Any]], rule: str, patience: int, tolerance: float = 0.0) -> str | None:
+    """The convergence test of ``patience``: why the search may stop now, or None.
+
+    Over the last ``patience`` + 1 alpha logs (step 0, beta = init, excluded), with r_l(t) the
+    rank of layer l (threshold ``rule`` on the logged beta) at log t and t_0 the window's first log,
+
+        max_t  (1/L) sum_l |r_l(t) - r_l(t_0)|  <=  tolerance         (L layers)
+
+    tolerance 0: the ranks are identical at every log of the window.
+    """
     logs = [h for h in history if h["step"] > 0][-(patience + 1):]
     if len(logs) < patience + 1:
-        return False
+        return None
     first = threshold_ranks(logs[0]["selection_logits"], rule)
-    return all(threshold_ranks(h["selection_logits"], rule) == first for h in logs[1:])
+    change = max(rank_distance(first, threshold_ranks(h["selection_logits"], rule)) for h in logs[1:])
+    if change > tolerance:
+        return None
+    return (f"ranks stable: mean |rank change| per layer {change:.3g} <= {tolerance:g} over {patience + 1} alpha "
+            f"logs (steps {logs[0]['step']}-{logs[-1]['step']})")
+
+
+def rank_distance(a: Mapping[str, int], b: Mapping[str, int]) -> float:
+    """Mean absolute rank difference per layer, (1/L) sum_l |a_l - b_l|, over the same layers."""
+    if a.keys() != b.keys():
+        raise ValueError(f"rank patterns over different layers: {sorted(a.keys() ^ b.keys())[:3]} ...")
+    return sum(abs(a[k] - b[k]) for k in a) / max(len(a), 1)
 
 
 class _NonFiniteWatch:
