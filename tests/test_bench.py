@@ -239,6 +239,41 @@ def test_quality_median_spread_average_and_targets(quality):
     assert out["targets"]["autolora_ge_adalora"]["met"] is False
 
 
+# ---- search_stop (replay of the stopping rule) --------------------------------------------------
+
+
+def test_search_stop_replay_matches_a_search_that_really_stopped(tmp_path):
+    """The replay on a full search's history fires where a search run with that rule stopped."""
+    from autolora_exp.methods.autolora import SearchConfig, inject_selection_lora, search
+    from autolora_tiny import batches, tiny_roberta
+
+    def tiny_search(**kw):
+        model = tiny_roberta(layers=2, dropout=0.0, seed=3)
+        inject_selection_lora(model, ["query", "value"], k=4, trainable_extra=["classifier"])
+        import torch
+
+        torch.manual_seed(7)
+        cfg = SearchConfig(k=4, lr_selection=0.05, lr_weights=1e-2, epochs=10, log_every=1, **kw)
+        return search(model, batches(4, 1), batches(2, 2), cfg, progress=False)
+
+    full, stopped = tiny_search(), tiny_search(patience=2, stop_tolerance=0.25)
+    assert stopped.converged_at is not None
+    path = tmp_path / "run" / "search.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(full.to_dict()))
+    script = load_script("search_stop")
+    assert script.main([str(path), "--patience", "2", "--tolerance", "0.25", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "search_stop.json").read_text())
+    (a,) = report["searches"].values()
+    (row,) = a["stops"]
+    assert row["fires_at"] == stopped.steps and row["reason"] == stopped.stop_reason
+    assert row["mean_rank"] == pytest.approx(stopped.mean_rank)
+    assert a["path"][-1] == {"step": full.steps, "rank_distance": 0.0, "layers_same_rank": 4,
+                             "mean_rank": full.mean_rank}
+    assert "Reproduce: `python scripts/search_stop.py" in (tmp_path / "search_stop.md").read_text()
+    assert script.main([str(tmp_path / "nope.json"), "--out", str(tmp_path)]) == 2
+
+
 # ---- end to end (subprocess runs of the real pipeline) ------------------------------------------
 
 
