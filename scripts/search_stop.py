@@ -14,7 +14,7 @@ search it saves, and the distance of the ranks at that step to the ranks of the 
 Also the ranks' path: the distance to the final ranks at every alpha log, i.e. what a search
 cut at that many iterations would have found (a budget curve by truncation, one seed).
 
-Writes <out>/search_stop.json and <out>/search_stop.md. Replaying with a log interval coarser
+Writes <out>/<name>.json and <out>/<name>.md (--name, default search_stop). Replaying with a log interval coarser
 than the one recorded: --every N keeps every N-th log.
 """
 
@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tolerance", default="0,0.25,0.5", help="stop_tolerance values (default 0,0.25,0.5)")
     p.add_argument("--every", type=int, default=1, help="keep every N-th recorded alpha log (default 1)")
     p.add_argument("--out", type=Path, default=Path("outputs/bench"))
+    p.add_argument("--name", default="search_stop", help="file stem of the report (default search_stop)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         patiences = parse_list(args.patience, "--patience", int)
@@ -107,15 +108,15 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.search_json:
             if not path.is_file():
                 raise UserError(f"{path} is not a file; give the search.json of a finished AutoLoRA run")
-            searches[str(path.parent)] = analyse(json.loads(path.read_text()), patiences, tolerances, args.every)
+            searches[str(path)] = analyse(json.loads(path.read_text()), patiences, tolerances, args.every)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     command = "python scripts/search_stop.py " + " ".join(sys.argv[1:] if argv is None else argv)
     report = {"command": command, "machine": machine_info(), "searches": searches}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "search_stop.json").write_text(json.dumps(report, indent=2))
-    (args.out / "search_stop.md").write_text(markdown(report))
+    (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=2))
+    (args.out / f"{args.name}.md").write_text(markdown(report))
     print(markdown(report))
     return 0
 
