@@ -34,7 +34,7 @@ bench: bench-step bench-cost bench-quality  ## the three benchmarks (JSON + Mark
 bench-step:  ## one search iteration per hypergradient mode vs one LoRA step (MiniLM, batch 16, seq 128)
 	$(PYTHON) scripts/bench_step.py --out $(BENCH_OUT) $(BENCH_STEP_ARGS)
 
-bench-cost:  ## end-to-end cost of AutoLoRA vs AdaLoRA, LoRA r=4 and the LoRA rank grid (MiniLM, RTE)
+bench-cost:  ## end-to-end cost of AutoLoRA and autolora_fast vs AdaLoRA, one LoRA r=4 run and the 5-rank grid, wall and CPU s (MiniLM, RTE)
 	$(PYTHON) scripts/bench_cost.py --out $(BENCH_OUT) $(BENCH_COST_ARGS)
 
 bench-curves:  ## LoRA r=4 learning curves per GLUE task -> the smallest setting at its plateau (docs/bench/curves.md)
