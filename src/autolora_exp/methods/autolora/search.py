@@ -322,7 +322,7 @@ def search(
     W learns only from ``d_tr_loader`` batches, beta only from the hypergradient on
     ``d_val_loader`` batches. Runs ``epochs`` passes over D_tr (or ``max_steps`` iterations if
     fewer), or stops earlier once the thresholded ranks are stable (``patience``, see
-    :func:`ranks_stable`). Batches (dicts of tensors) are moved to the model's device.
+    :func:`stop_reason`). Batches (dicts of tensors) are moved to the model's device.
     ``on_log`` receives every history entry as it is made (step, alphas, mean losses).
 
     With a ``checkpointer``, the state (W, beta, both optimisers, step, alpha history, RNG and
