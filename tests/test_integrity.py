@@ -27,7 +27,7 @@ from autolora_exp.preemption import Preempted, StopSignal
 from autolora_exp.run_folder import ATTEMPTS_FILE, DIGEST_CHARS, config_digest
 from conftest import CONF_DIR, REPO, compose
 
-TINY = ["debug=default", "model=tiny-roberta"]
+TINY = ["debug=default", "model=tiny-roberta", "method=lora"]
 
 
 def hydra_config(*overrides: str):
@@ -46,13 +46,14 @@ def hydra_config(*overrides: str):
 
 
 def test_every_config_gets_its_own_folder_and_keeps_it():
-    real = hydra_config("model=tiny-roberta", "method.lr=1e-4")
-    folders = {real.hydra.run.dir, hydra_config("model=tiny-roberta", "method.lr=1e-2").hydra.run.dir,
-               hydra_config("model=tiny-roberta", "method.lr=1e-4", "debug=default").hydra.run.dir}
+    lora = ("model=tiny-roberta", "method=lora")
+    real = hydra_config(*lora, "method.lr=1e-4")
+    folders = {real.hydra.run.dir, hydra_config(*lora, "method.lr=1e-2").hydra.run.dir,
+               hydra_config(*lora, "method.lr=1e-4", "debug=default").hydra.run.dir}
     assert len(folders) == 3  # another lr, or the debug smoke test, never shares the real run's folder
-    assert hydra_config("model=tiny-roberta", "method.lr=1e-4").hydra.run.dir == real.hydra.run.dir  # stable
+    assert hydra_config(*lora, "method.lr=1e-4").hydra.run.dir == real.hydra.run.dir  # stable
     # keys that do not change a number do not move the folder (a relaunch with a progress bar finds it)
-    assert hydra_config("model=tiny-roberta", "method.lr=1e-4", "train.progress=false",
+    assert hydra_config(*lora, "method.lr=1e-4", "train.progress=false",
                         "logger.mode=disabled").hydra.run.dir == real.hydra.run.dir
     assert real.hydra.run.dir.startswith("outputs/runs/default/bbc_news/tiny-roberta/lora/seed0-")
 
