@@ -257,8 +257,10 @@ def test_stop_reason_allows_a_mean_rank_change_up_to_the_tolerance():
         rank_distance({"a": 1}, {"b": 1})
 
 
-def test_a_tolerant_stop_ends_no_later_than_the_exact_one_and_says_why():
+def test_a_tolerant_stop_ends_no_later_than_the_exact_one_and_says_why(capsys):
     exact, tolerant = _patience_run(patience=2), _patience_run(patience=2, tolerance=0.5)
+    printed = capsys.readouterr().out
+    assert f"autolora search: stopped at step {tolerant.steps} of 40: {tolerant.stop_reason}" in printed
     assert tolerant.converged_at is not None and tolerant.steps <= exact.steps
     assert tolerant.stop_reason.startswith("ranks stable") and "<= 0.5" in tolerant.stop_reason
     assert exact.stop_reason.startswith("ranks stable: mean |rank change| per layer 0 <= 0")

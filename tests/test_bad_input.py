@@ -20,7 +20,7 @@ from autolora_exp.errors import UserError
 from autolora_exp.pipeline import load_task_data, run
 from conftest import REPO, SHARED_DATA, compose
 
-TINY = ["debug=default", "model=tiny-roberta"]
+TINY = ["debug=default", "model=tiny-roberta", "method=lora"]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

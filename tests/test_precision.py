@@ -158,7 +158,7 @@ def test_bf16_runs_the_whole_pipeline_with_decoding_under_autocast(monkeypatch, 
 def test_bf16_token_classification_runs(make_cfg):
     from autolora_exp.pipeline import run
 
-    result = run(make_cfg("debug=default", "model=tiny-roberta", "task=wnut16", "train.precision=bf16"))
+    result = run(make_cfg("debug=default", "model=tiny-roberta", "method=lora", "task=wnut16", "train.precision=bf16"))
     assert result["env"]["device_info"]["precision"] == "bf16"
     assert all(0.0 <= m <= 1.0 for m in result["metrics"]["final"]["validation"].values() if isinstance(m, float))
 

@@ -408,7 +408,7 @@ def search(
                         reason = stop_reason(history, rule, config.patience, config.stop_tolerance)
                         if reason:
                             converged_at = step
-                            tqdm.write(f"autolora search: stopped at step {step} of {total}: {reason}")
+                            bar.write(f"autolora search: stopped at step {step} of {total}: {reason}")
                 if checkpointer is not None and checkpointer.due(step):
                     save()
                 if stop is not None:
