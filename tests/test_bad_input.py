@@ -377,7 +377,7 @@ def test_harmless_variants_still_load_exactly(tmp_path):
     ("train.epochs=three", "error: Error merging override train.epochs=three. Value 'three' of type 'str' could "
                            "not be converted to Integer (full_key: train.epochs)"),
     ("method.rr=4", "error: Could not override 'method.rr'. To append to your config use +method.rr=4. "
-                    "Key 'rr' not in 'LoRAConfig' (full_key: method.rr)"),
+                    "Key 'rr' not in 'AutoLoRAConfig' (full_key: method.rr)"),
     ("task=glue/nope", "error: In 'config': Could not find 'task/glue/nope'. Available options in 'task': "
                        "bbc_news, bionlp, e2e, webnlg, wnut16"),
     ("train.epochs=", "error: Error merging override train.epochs=. Value '' of type 'str' could not be "
