@@ -90,6 +90,13 @@ def test_tensor_postfix_is_read_only_when_a_line_is_printed():
     assert torch.tensor(0.25).item() == 0.25
 
 
+@pytest.fixture(autouse=True)
+def default_progress_settings(monkeypatch):
+    """Each test starts from the defaults: an in-process pipeline run earlier in the session sets
+    the module's settings from its config (train.progress=false in the debug presets)."""
+    monkeypatch.setattr(progress, "SETTINGS", progress.ProgressSettings())
+
+
 def test_factory_picks_tqdm_on_a_terminal_and_lines_elsewhere():
     terminal, file = Terminal(), io.StringIO()
     bar = progress_bar(total=3, desc="train", stream=terminal, mininterval=0)
