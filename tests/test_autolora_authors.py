@@ -173,6 +173,7 @@ def test_preset_matches_the_authors_loop_to_1e_10(twins):
     assert list(result.ranks.values()) == authors_ranks(arch)
 
 
+@pytest.mark.slow  # 20 more float64 search iterations under another look-ahead (about 40 s)
 def test_the_comparison_is_sensitive_to_the_look_ahead(twins):
     """The paper's look-ahead (sgd, eta = lr) with every other setting the authors': beta ends far
     beyond 1e-10 from the authors' loop, so the test above can tell the two apart."""

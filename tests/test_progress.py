@@ -167,6 +167,7 @@ def check_clean(proc: subprocess.CompletedProcess) -> None:
     assert proc.stderr == ""
 
 
+@pytest.mark.slow  # a whole AutoLoRA run through run.py (about a minute)
 def test_cli_run_logs_are_plain_lines_without_library_noise(tmp_path):
     """The packaged MiniLM (a pretrained load with a fresh head), AutoLoRA (search + retrain)."""
     proc = run_cli(tmp_path, "method=autolora", "train.log_every=1")  # the loss read back every step
