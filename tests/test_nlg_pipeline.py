@@ -72,7 +72,7 @@ def test_every_method_composes_on_both_tasks(task, method):
 def test_e2e_lora_official_metrics_predictions_and_slice_ranks(tmp_path):
     """The default e2e metric (tuetschek/e2e-metrics' five scores) on the validation and test splits."""
     out = tmp_path / "run"
-    result = run(compose(tiny("e2e", quick=False), out))
+    result = run(compose(tiny("e2e", "method=lora", quick=False), out))
     final, test = result["metrics"]["final"]["validation"], result["metrics"]["test"]
     for scores in (final, test):
         assert {"bleu", "nist", "meteor", "rouge_l", "cider", "loss", "n_inputs", "n_references"} <= set(scores)
