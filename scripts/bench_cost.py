@@ -156,10 +156,9 @@ def run_cost(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_entry(rec: RunRecord) -> dict[str, Any]:
-    entry: dict[str, Any] = {**rec.key, "folder": str(rec.folder), "status": rec.status, "reused": rec.reused,
-                             "process": rec.process}
+    entry = rec.entry()
     if rec.result is None:
-        return entry | {"error": rec.error}
+        return entry
     r = rec.result
     primary = r["metrics"]["primary"]
     first = next(iter(r["metrics"]["best"]))

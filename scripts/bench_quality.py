@@ -107,10 +107,9 @@ def plan(args: argparse.Namespace) -> tuple[list[BenchRun], dict[str, Any]]:
 
 
 def run_entry(rec: RunRecord) -> dict[str, Any]:
-    entry: dict[str, Any] = {**rec.key, "folder": str(rec.folder), "status": rec.status, "reused": rec.reused,
-                             "process": rec.process}
+    entry = rec.entry()
     if rec.result is None:
-        return entry | {"error": rec.error}
+        return entry
     r = rec.result
     m = r["metrics"]
     split = next(iter(m["best"]))

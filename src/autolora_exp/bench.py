@@ -141,6 +141,13 @@ class RunRecord:
     #: {"wall_s", "cpu_s", "loadavg_before", "loadavg_after", "started", "command"} of the process
     process: dict[str, Any] = field(default_factory=dict)
 
+    def entry(self) -> dict[str, Any]:
+        """The fields every benchmark reports of a run (its key, folder, status, reuse, process),
+        with its error when it has no result; each benchmark adds its figures."""
+        entry = {**self.key, "folder": str(self.folder), "status": self.status, "reused": self.reused,
+                 "process": self.process}
+        return entry if self.result is not None else entry | {"error": self.error}
+
 
 def run_one(run: BenchRun, repo: Path, python: str = sys.executable, echo: bool = True,
             committed: tuple[Path, Path] | None = None) -> RunRecord:

@@ -246,10 +246,9 @@ def plan(args: Any, repo: Path) -> tuple[list[Any], dict[str, Any]]:
 
 
 def run_entry(rec: Any) -> dict[str, Any]:
-    entry: dict[str, Any] = {**rec.key, "folder": str(rec.folder), "status": rec.status, "reused": rec.reused,
-                             "process": rec.process}
+    entry = rec.entry()
     if rec.result is None:
-        return entry | {"error": rec.error}
+        return entry
     metric, curve = curve_of(rec.result)
     return entry | {"metric": metric, "curve": curve, "rows": {k: v["n"] for k, v in rec.result["data"].items()},
                     "train_s": rec.result["phases"].get("train", {}).get("wall_s")}
