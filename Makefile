@@ -25,7 +25,8 @@ demo:  ## the whole pipeline on the embedded offline default (packaged MiniLM on
 BENCH_OUT ?= outputs/bench
 BENCH_STEP_ARGS ?= --threads 1 --repeats 7
 BENCH_COST_ARGS ?=
-BENCH_QUALITY_ARGS ?=
+# issue 15: every method at the settings the learning curves chose, 5 seeds (finished runs resume from docs/bench/runs)
+BENCH_QUALITY_ARGS ?= --settings docs/bench/curves.json --seeds 0,1,2,3,4
 # issue 15: the curves behind docs/bench/curves.md (finished runs are imported from docs/bench/runs)
 BENCH_CURVES_ARGS ?= --tasks stsb --poolings cls,mean --train-samples 512 --max-lengths 64 --epochs 12
 
@@ -40,7 +41,7 @@ bench-cost:  ## end-to-end cost of AutoLoRA and autolora_fast vs AdaLoRA, one Lo
 bench-curves:  ## LoRA r=4 learning curves per GLUE task -> the smallest setting at its plateau (docs/bench/curves.md)
 	$(PYTHON) scripts/bench_curves.py --out $(BENCH_OUT) $(BENCH_CURVES_ARGS)
 
-bench-quality:  ## MiniLM on GLUE RTE, MRPC, STS-B, CoLA: full FT, LoRA r=4/8, AdaLoRA, AutoLoRA, 3 seeds
+bench-quality:  ## MiniLM on the GLUE tasks of docs/bench/curves.json at their chosen settings: full FT, LoRA r=2/4/8, AdaLoRA, AutoLoRA (paper, authors', eta=0), 5 seeds, paired differences
 	$(PYTHON) scripts/bench_quality.py --out $(BENCH_OUT) $(BENCH_QUALITY_ARGS)
 
 # Paper experiments (issue 8): one sweep per table or figure (conf/experiment/), then the tables

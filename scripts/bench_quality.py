@@ -37,17 +37,32 @@ from autolora_exp.bench import (BenchRun, RunRecord, add_committed_argument, add
                                 fmt_stat, glue_task, machine_line, md_table, parse_list, parse_with_quick,
                                 portable_data_dir, run_benchmark, stats)
 from autolora_exp.errors import UserError
+from autolora_exp.paired_bootstrap import describe, paired_difference
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "full_ft": ["method=full_ft"],
+    "lora_r2": ["method=lora", "method.r=2"],
     "lora_r4": ["method=lora", "method.r=4"],
     "lora_r8": ["method=lora", "method.r=8"],
     "adalora": ["method=adalora"],
     "autolora": ["method=autolora"],
+    "autolora_authors": ["method=autolora_authors"],
+    "autolora_eta0": ["method=autolora_eta0"],
 }
-LABELS = {"full_ft": "Full FT", "lora_r4": "LoRA r=4", "lora_r8": "LoRA r=8", "adalora": "AdaLoRA",
-          "autolora": "AutoLoRA"}
+LABELS = {"full_ft": "Full FT", "lora_r2": "LoRA r=2", "lora_r4": "LoRA r=4", "lora_r8": "LoRA r=8",
+          "adalora": "AdaLoRA", "autolora": "AutoLoRA", "autolora_authors": "AutoLoRA (authors' search)",
+          "autolora_eta0": "AutoLoRA η = 0"}
+#: the methods that run a search (their search length follows --search-epochs when given)
+SEARCHING = ("autolora", "autolora_authors", "autolora_eta0")
+#: the LoRA rows take the learning rate the learning curves chose (--settings)
+LORA_ROWS = ("lora_r2", "lora_r4", "lora_r8")
+#: the rows whose per-seed differences are compared, against these references (issue 15)
+PAIRED = (("autolora", "autolora_authors", "autolora_eta0"), ("lora_r4", "adalora"))
+DEFAULT_TASKS = ("rte", "mrpc", "stsb", "cola")
+#: the runs' experiment name with --settings: `make tables RESULTS=<out>/runs/quality` gives them the
+#: GLUE table with the paired differences (tables/make.py BUILDERS)
+EXPERIMENT = "glue_evidence"
 #: issue 9: AutoLoRA's GLUE average at least these methods'
 TARGET_REFERENCES = ("lora_r4", "adalora")
 
@@ -59,19 +74,45 @@ QUICK = dict(model="tiny-roberta", tasks="rte", train_samples=32, eval_samples=1
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--tasks", default="rte,mrpc,stsb,cola", help="GLUE tasks (default rte,mrpc,stsb,cola)")
+    p.add_argument("--tasks", default=None,
+                   help=f"GLUE tasks (default: the tasks of --settings, else {','.join(DEFAULT_TASKS)})")
     p.add_argument("--methods", default=",".join(VARIANTS), help=f"subset of {','.join(VARIANTS)}")
+    p.add_argument("--settings", type=Path, default=None,
+                   help="per-task settings chosen by the learning curves (docs/bench/curves.json: train rows, "
+                        "max length, epochs, pooling, LoRA lr); they replace --train-samples, --max-length, "
+                        "--epochs and the tasks default to the file's chosen tasks")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     add_run_arguments(p, REPO, epochs=10, stem="quality")
     add_committed_argument(p, REPO)
     return parse_with_quick(p, argv, QUICK, "quality")
 
 
+def chosen_settings(path: Path, tasks: list[str] | None) -> dict[str, dict[str, Any]]:
+    """task -> the setting the learning curves chose for it (``per_task[task]["chosen"]`` of
+    docs/bench/curves.json): train rows, max length, epochs, pooling, LoRA's lr. A task without
+    a chosen setting (it did not learn, or has no curve) is an error naming the ones that have."""
+    import json
+
+    try:
+        per_task = json.loads(path.read_text(encoding="utf-8"))["per_task"]
+    except (OSError, ValueError, KeyError) as err:
+        raise UserError(f"--settings {path}: not a learning-curve summary ({err}); make it with make bench-curves")
+    chosen = {t: c["chosen"] for t, c in per_task.items() if c.get("chosen")}
+    wanted = tasks or sorted(chosen)
+    missing = [t for t in wanted if t not in chosen]
+    if missing or not wanted:
+        raise UserError(f"--settings {path} has no chosen setting for {missing or 'any task'}; "
+                        f"it has: {', '.join(sorted(chosen)) or 'none'}")
+    return {t: chosen[t] for t in wanted}
+
+
 def plan(args: argparse.Namespace) -> tuple[list[BenchRun], dict[str, Any]]:
     """The runs, seed-major: a partial benchmark holds whole seeds."""
     import torch
 
-    tasks = [glue_task(t) for t in parse_list(args.tasks, "--tasks")]
+    tasks = [glue_task(t) for t in parse_list(args.tasks, "--tasks")] if args.tasks else None
+    per_task = chosen_settings(args.settings, tasks) if args.settings else None
+    tasks = list(per_task) if per_task else tasks or [glue_task(t) for t in DEFAULT_TASKS]
     methods = parse_list(args.methods, "--methods")
     bad = [m for m in methods if m not in VARIANTS]
     if bad:
@@ -83,25 +124,44 @@ def plan(args: argparse.Namespace) -> tuple[list[BenchRun], dict[str, Any]]:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if device not in ("cpu", "cuda"):
         raise UserError(f"--device {args.device!r} is not one of auto, cpu, cuda")
-    common = [f"model={args.model}", f"task.data_dir={portable_data_dir(args.data_dir, REPO)}", f"task.max_length={args.max_length}",
-              f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}", f"device={device}",
-              "logger.mode=disabled", "train.progress=false",
-              f"task.max_train_samples={args.train_samples or 'null'}",
-              f"task.max_eval_samples={args.eval_samples or 'null'}", *args.override]
-    search = [f"method.search.epochs={args.search_epochs or args.epochs}"]
-    tag = (f"{device}_n{args.train_samples or 'all'}_v{args.eval_samples or 'all'}_L{args.max_length}"
-           f"_e{args.epochs}_s{args.search_epochs or args.epochs}_b{args.batch_size}")
+
+    def task_setting(t: str) -> dict[str, Any]:
+        c = (per_task or {}).get(t, {})
+        return {"train_samples": c.get("train_samples", args.train_samples),
+                "max_length": c.get("max_length", args.max_length), "epochs": c.get("epochs", args.epochs),
+                "pooling": c.get("pooling"), "lora_lr": c.get("lr")}
+
+    def overrides(t: str, m: str) -> list[str]:
+        st = task_setting(t)
+        extra = [f"model.pooling={st['pooling']}"] if st["pooling"] else []
+        if m in LORA_ROWS and st["lora_lr"] is not None:
+            extra.append(f"method.lr={st['lora_lr']}")
+        if m in SEARCHING and args.search_epochs:
+            extra.append(f"method.search.epochs={args.search_epochs}")
+        name = [f"name={EXPERIMENT}"] if per_task else []
+        return [*name, f"model={args.model}", f"task.data_dir={portable_data_dir(args.data_dir, REPO)}",
+                f"task.max_length={st['max_length']}", f"train.epochs={st['epochs']}",
+                f"train.batch_size={args.batch_size}", f"device={device}", "logger.mode=disabled",
+                "train.progress=false", f"task.max_train_samples={st['train_samples'] or 'null'}",
+                f"task.max_eval_samples={args.eval_samples or 'null'}", *extra, *args.override]
+
+    if per_task:
+        tag = f"{device}_chosen_v{args.eval_samples or 'all'}_s{args.search_epochs or 'preset'}_b{args.batch_size}"
+    else:
+        tag = (f"{device}_n{args.train_samples or 'all'}_v{args.eval_samples or 'all'}_L{args.max_length}"
+               f"_e{args.epochs}_s{args.search_epochs or 'preset'}_b{args.batch_size}")
     if args.override:
         tag += "_x" + hashlib.sha1("\n".join(args.override).encode()).hexdigest()[:8]
     root = args.out / "runs" / "quality" / tag
     runs = [BenchRun({"task": t, "method": m, "seed": s},
-                     [f"task={t}", *common, *VARIANTS[m], *(search if m == "autolora" else []), f"seed={s}"],
+                     [f"task={t}", *overrides(t, m), *VARIANTS[m], f"seed={s}"],
                      root / t / args.model / m / f"seed{s}")
             for s in seeds for t in tasks for m in methods]
     settings = {"tasks": tasks, "methods": methods, "seeds": seeds, "model": args.model,
-                "data_dir": portable_data_dir(args.data_dir, REPO), "train_samples": args.train_samples,
-                "eval_samples": args.eval_samples, "max_length": args.max_length, "epochs": args.epochs,
-                "search_epochs": args.search_epochs or args.epochs, "batch_size": args.batch_size, "device": device,
+                "data_dir": portable_data_dir(args.data_dir, REPO), "per_task": {t: task_setting(t) for t in tasks},
+                "settings_file": str(args.settings) if args.settings else None,
+                "eval_samples": args.eval_samples, "search_epochs": args.search_epochs,
+                "batch_size": args.batch_size, "device": device,
                 "overrides": args.override, "runs_dir": str(root), "quick": args.quick}
     return runs, settings
 
@@ -157,7 +217,9 @@ def summarise(entries: list[dict[str, Any]], tasks: list[str], methods: list[str
                 a, b = average["autolora"]["best"], average[ref]["best"]
                 targets[f"autolora_ge_{ref}"] = {"autolora": a, ref: b,
                                                  "met": None if a is None or b is None else a >= b}
-    return {"per_task": per_task, "average": average, "targets": targets, "data_sizes": sizes}
+    paired = {f"{a} - {b}": {t: _as_dict(paired_difference(*_seed_scores(done, t, a, b))) for t in tasks}
+              for b in PAIRED[1] if b in methods for a in PAIRED[0] if a in methods}
+    return {"per_task": per_task, "average": average, "targets": targets, "data_sizes": sizes, "paired": paired}
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -172,10 +234,14 @@ def markdown(report: dict[str, Any]) -> str:
                                    for t in tasks] + ["-" if avg is None else f"{avg * 100:.1f}"])
     sizes = "; ".join(f"{t.removeprefix('glue/').upper()} " + ", ".join(f"{k} {v}" for k, v in n.items())
                       for t, n in report["data_sizes"].items())
+    per = "; ".join(f"{t.removeprefix('glue/').upper()} {c['train_samples'] or 'all'} rows, length "
+                    f"{c['max_length']}, {c['epochs']} epochs" + (f", {c['pooling']} pooling" if c["pooling"] else "")
+                    + (f", LoRA lr {c['lora_lr']}" if c["lora_lr"] is not None else "")
+                    for t, c in st["per_task"].items())
     lines = [f"# GLUE quality: {st['model']}", "",
-             f"Settings: train rows per task {st['train_samples'] or 'all (no subsample)'}, dev rows "
-             f"{st['eval_samples'] or 'all'}, max length {st['max_length']}, batch {st['batch_size']}, "
-             f"{st['epochs']} epoch(s), AutoLoRA search {st['search_epochs']} epoch(s), seeds {st['seeds']}, "
+             f"Settings: {per}" + (f" (chosen by the learning curves: {st['settings_file']})" if st["settings_file"] else "")
+             + f"; dev rows {st['eval_samples'] or 'all'}, batch {st['batch_size']}, AutoLoRA search "
+             f"{st['search_epochs'] or 'of its preset (GLUE: 20)'} epoch(s), seeds {st['seeds']}, "
              f"device {st['device']}." + (f" Extra overrides: {st['overrides']}." if st["overrides"] else ""),
              f"Rows used: {sizes}.", "",
              md_table(header, rows), "",
@@ -196,6 +262,13 @@ def markdown(report: dict[str, Any]) -> str:
         a, b = t["autolora"], t[ref]
         value = "-" if a is None or b is None else f"{a * 100:.1f} vs {b * 100:.1f}"
         lines.append(f"- Target AutoLoRA average >= {LABELS[ref]}: {value} ({verdict})")
+    done = [e for e in report["runs"] if e["status"] == "completed"]
+    paired_rows = [[LABELS[a], LABELS[b]] + [describe(paired_difference(*_seed_scores(done, t, a, b))) for t in tasks]
+                   for b in PAIRED[1] if b in methods for a in PAIRED[0] if a in methods]
+    if paired_rows:
+        lines += ["", "Paired per-seed differences (method - reference, dev x100 at the best epoch): mean over the "
+                  "shared seeds [95% percentile bootstrap interval, 10,000 resamples] (n, seeds up):", "",
+                  md_table(["method", "against"] + [t.removeprefix("glue/").upper() for t in tasks], paired_rows)]
     failed = [e for e in report["runs"] if e["status"] != "completed"]
     if failed:
         lines += ["", "Failed runs:"] + [f"- {e['task']} {e['method']} seed {e['seed']}: {e.get('error')}"
@@ -223,6 +296,19 @@ def _secondary(per_task: dict[str, Any], tasks: list[str], methods: list[str]) -
                 return fmt_stat(cell["best_all_metrics"].get(name) if cell else None, 100, 1)
             columns.append((f"{t.removeprefix('glue/').upper()} {name}", fmt))
     return columns
+
+
+def _seed_scores(done: list[dict[str, Any]], task: str, a: str, b: str) -> tuple[dict[int, float], dict[int, float]]:
+    """seed -> primary dev score (best epoch) of methods ``a`` and ``b`` on ``task`` (completed runs)."""
+    def scores(m: str) -> dict[int, float]:
+        return {e["seed"]: e["best"][e["metric"]] for e in done if e["task"] == task and e["method"] == m}
+    return scores(a), scores(b)
+
+
+def _as_dict(diff: Any) -> dict[str, Any] | None:
+    return None if diff is None else {"seeds": list(diff.seeds), "differences": list(diff.differences),
+                                      "mean": diff.mean, "ci": diff.ci, "level": diff.level, "wins": diff.wins,
+                                      "separated": diff.separated}
 
 
 def _metric(cells: dict[str, Any]) -> str:

@@ -196,8 +196,9 @@ def test_quality_plan_is_seed_major_with_one_folder_per_run(quality, tmp_path, s
     args = quality.parse_args(["--tasks", "rte,stsb", "--seeds", "0,1", "--search-epochs", "1",
                                "--out", str(tmp_path), "--device", "cpu"])
     runs, settings = quality.plan(args)
-    assert len(runs) == 2 * 2 * 5 and len({r.folder for r in runs}) == len(runs)
-    assert {r.key["seed"] for r in runs[:10]} == {0}
+    per_seed = 2 * len(quality.VARIANTS)
+    assert len(runs) == 2 * per_seed and len({r.folder for r in runs}) == len(runs)
+    assert {r.key["seed"] for r in runs[:per_seed]} == {0}
     lora8 = next(r for r in runs if r.key["method"] == "lora_r8")
     assert "method.r=8" in lora8.overrides and "task.max_train_samples=null" in lora8.overrides
     auto = next(r for r in runs if r.key["method"] == "autolora")
@@ -351,3 +352,36 @@ def test_step_bench_tiny_model_counts_passes_and_writes_json(tmp_path):
                               "first_order": 2, "exact": 4}
     assert set(step["targets_met"]) == {"darts", "darts_reuse", "first_order", "exact"}
     assert "| darts_central | 5 |" in (tmp_path / "step.md").read_text()
+
+
+def test_quality_settings_from_the_learning_curves(quality, tmp_path, shared_data):
+    curves = tmp_path / "curves.json"
+    chosen = {"pooling": "mean", "train_samples": 512, "max_length": 64, "lr": 0.0005, "epochs": 7}
+    curves.write_text(json.dumps({"per_task": {"glue/stsb": {"status": "chosen", "chosen": chosen},
+                                               "glue/rte": {"status": "no plateau", "chosen": None}}}))
+    args = quality.parse_args(["--settings", str(curves), "--seeds", "0,1,2,3,4", "--out", str(tmp_path),
+                               "--device", "cpu"])
+    runs, settings = quality.plan(args)
+    assert settings["tasks"] == ["glue/stsb"] and len(runs) == 5 * len(quality.VARIANTS)
+    lora2 = next(r for r in runs if r.key["method"] == "lora_r2")
+    for o in ("task.max_length=64", "train.epochs=7", "task.max_train_samples=512", "model.pooling=mean",
+              "method.lr=0.0005", "method.r=2"):
+        assert o in lora2.overrides
+    full = next(r for r in runs if r.key["method"] == "full_ft")
+    assert not any(o.startswith("method.lr") for o in full.overrides)  # full FT keeps its own lr
+    authors = next(r for r in runs if r.key["method"] == "autolora_authors")
+    assert not any("search.epochs" in o for o in authors.overrides)  # the preset's own search length
+    bad = quality.parse_args(["--settings", str(curves), "--tasks", "rte", "--out", str(tmp_path)])
+    with pytest.raises(UserError, match=r"no chosen setting for \['glue/rte'\]; it has: glue/stsb"):
+        quality.plan(bad)
+
+
+def test_quality_paired_differences_against_lora_r4(quality):
+    entries = []
+    for seed, up in enumerate((0.01, 0.03, 0.02)):
+        entries += [_q_entry("glue/stsb", "lora_r4", seed, 0.7, "spearmanr"),
+                    _q_entry("glue/stsb", "autolora", seed, 0.7 + up, "spearmanr")]
+    out = quality.summarise(entries, ["glue/stsb"], ["lora_r4", "autolora"])
+    diff = out["paired"]["autolora - lora_r4"]["glue/stsb"]
+    assert diff["seeds"] == [0, 1, 2] and diff["mean"] == pytest.approx(0.02) and diff["wins"] == 3
+    assert diff["separated"] and 0.01 - 1e-9 <= diff["ci"][0] < diff["ci"][1] <= 0.03 + 1e-9

@@ -388,3 +388,38 @@ def test_relaunched_sweep_skips_finished_runs(swept, shared_data):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("already finished (same config)") == 2
     assert {p: p.stat().st_mtime_ns for p in swept.rglob("result.json")} == before
+
+
+# ---- paired differences (issue 15) --------------------------------------------------------------
+
+
+def test_table1_has_paired_differences_against_lora_r4_and_adalora(tmp_path):
+    glue_folder(tmp_path)  # autolora = lora + 0.04 and adalora + 0.02 on every seed
+    make_tables(tmp_path, tmp_path / "out")
+    md = md_of(tmp_path / "out", "table1_glue")
+    assert "Paired differences against LoRA r=4 and AdaLoRA (roberta-base)" in md
+    lines = [line for line in md.splitlines() if line.startswith("| AutoLoRA |")]
+    against_lora = next(line for line in lines if "| LoRA (r=4) |" in line)
+    against_adalora = next(line for line in lines if "| AdaLoRA |" in line)
+    assert "+4.0 [+4.0, +4.0] (n=3, 3/3 up)" in against_lora
+    assert "+2.0 [+2.0, +2.0] (n=3, 3/3 up)" in against_adalora
+
+
+def test_no_paired_table_with_one_seed(tmp_path):
+    for method in ("lora", "adalora", "autolora"):
+        write_run(tmp_path, make_result("table1_glue", "glue/rte", method, 0, 0.6))
+    make_tables(tmp_path, tmp_path / "out")
+    assert "Paired differences" not in md_of(tmp_path / "out", "table1_glue")
+
+
+def test_bench_quality_runs_get_the_evidence_layout(tmp_path):
+    for seed in range(2):
+        for method, score in (("lora", 0.70), ("adalora", 0.69), ("autolora_authors", 0.72)):
+            write_run(tmp_path, make_result("glue_evidence", "glue/stsb", method, seed, score + 0.01 * seed,
+                                            model="minilm", primary="spearmanr"))
+    make_tables(tmp_path, tmp_path / "out")
+    md = md_of(tmp_path / "out", "glue_evidence")
+    assert md.startswith("# glue_evidence: GLUE at the learning-curve settings")
+    assert "| AutoLoRA (authors' search) | LoRA (r=4) | +2.0 [+2.0, +2.0] (n=2, 2/2 up) |" in md
+    index = (tmp_path / "out" / "README.md").read_text()
+    assert "glue_evidence" not in index.split("Paper experiments with no run")[-1]

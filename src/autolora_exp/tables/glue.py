@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from statistics import fmean
 
-from autolora_exp.tables.layout import (ABLATIONS, BASELINES, GLUE_TASKS, entry, method_label,
+from autolora_exp.tables.layout import (ABLATIONS, BASELINES, EVIDENCE, GLUE_TASKS, entry, method_label,
                                         missing_cells, models_of, ordered, params_entry, rows_of, task_label)
 from autolora_exp.tables.load import Collection, Stat
+from autolora_exp.tables.paired import paired_table
 from autolora_exp.tables.render import Entry, Missing, Table, Value
 from autolora_exp.tables.section import Section
 
@@ -61,6 +62,10 @@ def _section(col: Collection, experiment: str, methods: Sequence[str], title: st
         section.tables.append(glue_table(sub, experiment, model, methods, f"{title} ({model})",
                                          reference_row=reference and is_paper_model))
         tasks = ordered({k[1] for k in sub.cells()} | {k[1] for k in sub.failed_cells()}, GLUE_TASKS)
+        present = [t for t in tasks if any(k[1] == t for k in sub.cells())]
+        paired = paired_table(sub, experiment, model, present, methods)
+        if paired is not None:
+            section.tables.append(paired)
         section.missing += missing_cells(sub, [(experiment, t, model, m, v) for m, v in rows_of(sub, methods)
                                                for t in tasks])
     return section
@@ -72,3 +77,10 @@ def table1(col: Collection, experiment: str) -> Section:
 
 def table4(col: Collection, experiment: str) -> Section:
     return _section(col, experiment, ABLATIONS, "Table 4: AutoLoRA ablations on GLUE", reference=False)
+
+
+def evidence(col: Collection, experiment: str) -> Section:
+    """Issue 15's comparison (scripts/bench_quality.py --settings): Table 1's layout with the
+    LoRA ranks, AdaLoRA and the AutoLoRA presets, and their paired differences."""
+    return _section(col, experiment, EVIDENCE, "GLUE at the learning-curve settings: AutoLoRA against its baselines",
+                    reference=False)

@@ -21,6 +21,8 @@ TASK_LABELS = {
 }
 #: Table 1's rows, in the paper's order (full fine-tuning first, the proposed method last)
 BASELINES = ("full_ft", "adapter", "lora", "adalora", "autolora")
+#: issue 15's comparison: the baselines, then the three AutoLoRA searches
+EVIDENCE = ("full_ft", "lora", "adalora", "autolora", "autolora_authors", "autolora_eta0")
 ABLATIONS = ("autolora", "autolora_no_cst", "autolora_sigmoid", "autolora_eta0",
              "autolora_authors", "autolora_authors_no_cst", "autolora_authors_sigmoid", "autolora_authors_eta0")
 METHOD_LABELS = {

@@ -36,6 +36,10 @@ BUILDERS: dict[str, Callable[[Collection, str], Section]] = {
     "table5_cost": cost.table5,
     "figure3_ranks": ranks.figure3,
 }
+#: experiments of the benchmarks (not the paper's) with a layout of their own
+BENCH_BUILDERS: dict[str, Callable[[Collection, str], Section]] = {
+    "glue_evidence": glue.evidence,  # scripts/bench_quality.py --settings (issue 15)
+}
 
 
 def family(experiment: str) -> str:
@@ -45,9 +49,10 @@ def family(experiment: str) -> str:
 
 def build(col: Collection) -> list[Section]:
     """One section per experiment found, in the order of BUILDERS (then the others)."""
-    order = {name: i for i, name in enumerate(BUILDERS)}
+    builders = {**BUILDERS, **BENCH_BUILDERS}
+    order = {name: i for i, name in enumerate(builders)}
     experiments = sorted(col.experiments(), key=lambda e: (order.get(family(e), len(order)), e))
-    sections = [BUILDERS.get(family(e), generic)(col.of(e), e) for e in experiments]
+    sections = [builders.get(family(e), generic)(col.of(e), e) for e in experiments]
     for section in sections:
         if section.experiment.startswith("mini/"):
             section.notes.append(f"A mini experiment (conf/experiment/{section.experiment}.yaml): the paper's "
