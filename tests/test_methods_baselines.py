@@ -117,8 +117,8 @@ class RecordingAdaLoRA(AdaLoRA):
         super().on_train_begin(model, total_steps)
         self.kept: dict[int, int] = {}
 
-    def on_after_backward(self, model, global_step):
-        super().on_after_backward(model, global_step)
+    def on_step_end(self, model, global_step, optimizer):
+        super().on_step_end(model, global_step, optimizer)
         self.kept[global_step] = sum(adalora_ranks(model).values())
 
 

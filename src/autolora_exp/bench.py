@@ -210,20 +210,21 @@ _NO_DEFAULT = object()
 def schema_default(config: dict[str, Any], path: tuple[str, ...]) -> Any:
     """The schema's default for the key at ``path`` (``_NO_DEFAULT`` when it has none).
 
-    Walks the structured-config dataclasses of autolora_exp.schema; ``method`` is the schema
-    whose ``_target_`` the config names.
+    Walks the structured-config dataclasses of autolora_exp.schema; ``method`` is the registered
+    method schema (autolora_exp.contract) whose ``_target_`` the config names.
     """
     import dataclasses
     import typing
 
     from autolora_exp import schema
+    from autolora_exp.contract import discover_methods
 
     node: Any = schema.Config
     for depth, key in enumerate(path):
         if depth == 1 and path[0] == "method":
             target = config.get("method", {}).get("_target_")
-            node = next((c for c in schema.METHOD_SCHEMAS.values()
-                         if getattr(c, "_target_", None) == target), None)
+            node = next((spec.schema for spec in discover_methods().values()
+                         if getattr(spec.schema, "_target_", None) == target), None)
             if node is None:
                 return _NO_DEFAULT
         if not dataclasses.is_dataclass(node):

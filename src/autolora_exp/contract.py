@@ -145,9 +145,9 @@ class SearchContext:
     d_val_loader: Any
     #: the task metric of a model on D_val
     evaluate_val: Callable[[nn.Module], dict[str, float]]
-    #: the shared training loop, bound to the run's device, precision and stop signal:
-    #: ``fit(model, hooks, loader, evaluate, lr, phase=..., checkpointer=..., on_epoch=...)``
-    #: -> an object with ``epochs``, ``best_epoch``, ``best_value``, ``steps``
+    #: the shared training loop, bound to the run's device, precision, stop signal, train_cfg and
+    #: primary metric: ``fit(model, hooks, loader, evaluate, lr, phase=..., checkpointer=...,
+    #: on_epoch=...)`` -> an object with ``epochs``, ``best_epoch``, ``best_value``, ``steps``
     fit: Callable[..., Any]
     train_cfg: Any
     primary_metric: str
@@ -181,6 +181,10 @@ class Method(TrainingHooks):
         """Search the ranks on D_tr / D_val (only called when ``search_plan`` is set)."""
         raise NotImplementedError(f"method '{self.name}' has no rank search")
 
+    def check_precision(self, precision: str) -> None:
+        """Refuse (a :class:`~autolora_exp.errors.UserError`) a ``train.precision`` this method
+        cannot run in; called before anything loads (AutoLoRA's search: no fp16)."""
+
     def after_search(self, found: RankSearch) -> "Method | None":
         """The method the training phase trains after the search; None: ``found.model`` is final."""
         return self
@@ -211,8 +215,6 @@ class MethodConfig:
     name: str = MISSING
     #: learning rate of the trained weights (AdamW)
     lr: float = accepts(1e-4, **LEARNING_RATE)
-
-
 
 
 @dataclass(frozen=True)

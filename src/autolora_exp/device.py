@@ -25,6 +25,11 @@ from autolora_exp.errors import UserError
 log = logging.getLogger(__name__)
 
 
+def move_to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """The batch on ``device``; asynchronous from pinned memory (``train.pin_memory``): no host sync."""
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
 def hidden_gpu_reason() -> str | None:
     """Why torch sees no GPU on a machine that seems to have some (None when nothing is hidden)."""
     if torch.cuda.is_available():

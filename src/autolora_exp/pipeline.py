@@ -1,14 +1,18 @@
 """One run: load data and backbone, (search ranks), train, evaluate, write result.json.
 
     data   = load the task's splits (hub or local official files)
-    method = instantiate(cfg.method)
-    if the method searches ranks (AutoLoRA):
-        D_tr, D_val = 1:1 split of the training set      (the search never sees dev/test)
-        ranks       = method.search(D_tr, D_val)          (bilevel search + thresholding)
-        method      = LoRA with those ranks, fresh        (the retrain)
-    model  = method.prepare(backbone)
-    train on the whole training set, evaluate every epoch on the dev split(s)
+    method = instantiate(cfg.method)                      (any autolora_exp.contract.Method)
+    if method.search_plan is not None:                    (AutoLoRA, the rank grid, ...)
+        D_tr, D_val = split of the training set           (the search never sees dev/test)
+        found       = method.search_ranks(ctx)            (a RankSearch)
+        write rank_pattern.json, rank_heatmap.png, found.artifacts (search.json)
+        method      = method.after_search(found)          (AutoLoRA: LoRA with those ranks)
+    if method is None: found.model is final               (evaluated once, no training phase)
+    else: model = method.prepare(backbone); train on the whole training set, evaluate every
+          epoch on the dev split(s)
     write result.json (+ rank heatmap), log to W&B
+
+The pipeline knows a method only through :mod:`autolora_exp.contract`; it imports no method.
 """
 
 from __future__ import annotations
@@ -39,14 +43,16 @@ from autolora_exp.device import describe_device, device_line, resolve_device, sw
 from autolora_exp.errors import UserError
 from autolora_exp.kinds import TaskKind, make_kind
 from autolora_exp.library_output import quiet_libraries
-from autolora_exp.methods.base import SearchContext
+from autolora_exp.contract import Method, RankSearch, SearchContext
 from autolora_exp.models import check_head_modules, count_parameters, load_backbone, load_tokenizer
-from autolora_exp.precision import Precision, allow_tf32, check_precision, check_search_precision
+from autolora_exp.plots import rank_heatmap
+from autolora_exp.precision import Precision, allow_tf32, check_precision
+from autolora_exp.rank_pattern_file import save_rank_pattern_json
 from autolora_exp.preemption import Preempted, StopSignal, stop_point
 from autolora_exp.run_folder import ATTEMPTS_FILE, CHECKPOINT_DIR, check_owner, exclusive
 from autolora_exp.seeding import seed_everything
 from autolora_exp.tracking import Tracker
-from autolora_exp.train import fit
+from autolora_exp.train import bound_fit, fit
 from autolora_exp.validation import build, validate_config
 
 log = logging.getLogger(__name__)
@@ -204,22 +210,23 @@ def subsample_for_search(part: Any, seed: int, fraction: float) -> Any:
     return part.select(sorted(map(int, kept)))
 
 
-def search_phase(cfg: DictConfig, method: Any, data: Any, encoded: Any, kind: TaskKind, loader_for: Any,
+def search_phase(cfg: DictConfig, method: Method, data: Any, encoded: Any, kind: TaskKind, loader_for: Any,
                  tracker: Tracker, output_dir: Path, checkpointer: Checkpointer, stop: StopSignal,
-                 precision: Precision) -> dict[str, Any]:
-    """Split, search, threshold; writes ``search.json``, ``rank_pattern.json`` and the rank heatmap."""
-    from autolora_exp.methods.autolora import save_rank_pattern_json
-    from autolora_exp.plots import rank_heatmap
-
-    d_tr, d_val = split_for_search(encoded["train"], cfg.seed, method.search_val_fraction)
-    share_tr, share_val = method.search_subsample
+                 precision: Precision) -> tuple[RankSearch, dict[str, Any]]:
+    """Split, search; writes ``rank_pattern.json``, the rank heatmap and every file of
+    ``found.artifacts`` (AutoLoRA, the grid: ``search.json``). Returns the search and its
+    result.json entry."""
+    plan = method.search_plan
+    assert plan is not None, "search_phase needs a method with a search_plan"
+    d_tr, d_val = split_for_search(encoded["train"], cfg.seed, plan.val_fraction)
+    share_tr, share_val = plan.subsample_tr, plan.subsample_val
     d_tr, d_val = subsample_for_search(d_tr, cfg.seed, share_tr), subsample_for_search(d_val, cfg.seed, share_val)
     device = precision.device
-    search_batch = method.search_batch_size or cfg.train.batch_size
+    search_batch = plan.batch_size or cfg.train.batch_size
     @functools.cache
     def val_eval_data() -> tuple[Any, Any]:
-        """D_val as raw rows and their evaluation loader, built on first use (only the rank grid
-        scores on D_val): kinds that score whole inputs (NER words, NLG references) need the rows."""
+        """D_val as raw rows and their evaluation loader, built on first use (only a method that
+        scores on D_val uses it): kinds that score whole inputs (NER words, NLG references) need the rows."""
         val_ids = set(d_val["idx"])
         raw_val = data["train"].filter(lambda row: row["idx"] in val_ids, keep_in_memory=True)
         return raw_val, loader_for(kind.encode("d_val", raw_val), False)
@@ -233,30 +240,29 @@ def search_phase(cfg: DictConfig, method: Any, data: Any, encoded: Any, kind: Ta
         target_modules=list(cfg.model.target_modules), head_modules=list(cfg.model.head_modules),
         d_tr_loader=loader_for(d_tr, True, search_batch), d_val_loader=loader_for(d_val, True, search_batch),
         evaluate_val=evaluate_val,
+        fit=bound_fit(cfg.train, cfg.task.primary_metric, device, greater_is_better=kind.greater_is_better,
+                      stop=stop, precision=precision),
         train_cfg=cfg.train, primary_metric=cfg.task.primary_metric, greater_is_better=kind.greater_is_better,
         device=device, on_log=tracker.log_search, progress=cfg.train.progress, checkpointer=checkpointer, stop=stop,
         seed=cfg.seed, precision=precision)
-    outcome = method.search_ranks(ctx)
-    save_rank_pattern_json(outcome.ranks, output_dir / "rank_pattern.json")
-    rank_heatmap(outcome.ranks, output_dir / "rank_heatmap.png",
+    found = method.search_ranks(ctx)
+    save_rank_pattern_json(found.ranks, output_dir / "rank_pattern.json")
+    rank_heatmap(found.ranks, output_dir / "rank_heatmap.png",
                  title=f"{cfg.task.name} | {cfg.model.name} | {method.name}")
-    atomic_write_json(output_dir / "search.json", outcome.to_dict())
-    return {
-        "ranks": outcome.ranks,
-        "mean_rank": outcome.mean_rank,
-        "alphas": getattr(outcome, "alphas", None),
-        "steps": outcome.steps,
-        "passes_per_iteration": outcome.passes_per_iteration,
-        # AutoLoRA with search.patience: the iteration where the ranks were found stable
-        "converged_at": getattr(outcome, "converged_at", None),
-        "stop_reason": getattr(outcome, "stop_reason", None),
-        # the rank grid: rank -> its D_val score, best epoch, steps, wall time, trainable parameters
-        "per_rank": getattr(outcome, "per_rank", None),
-        # the rows the search ran on: D_tr and D_val after search.subsample_tr / subsample_val
+    for file_name, content in found.artifacts.items():
+        atomic_write_json(output_dir / file_name, content)
+    entry = {
+        "ranks": found.ranks,
+        "mean_rank": found.mean_rank,
+        "steps": found.steps,
+        "passes_per_iteration": found.passes_per_iteration,
+        **found.record,  # the method's own fields (AutoLoRA: alphas, converged_at, stop_reason; the grid: per_rank)
+        # the rows the search ran on: D_tr and D_val after the plan's subsample_tr / subsample_val
         "split": {name: {"n": len(set(part["idx"])), "rows": len(part), "ids_sha256": ids_hash(set(part["idx"])),
                          "subsample": share}
                   for name, part, share in (("d_tr", d_tr, share_tr), ("d_val", d_val, share_val))},
     }
+    return found, entry
 
 
 def backbone(model_cfg: DictConfig, kind: TaskKind) -> torch.nn.Module:
@@ -303,14 +309,16 @@ def _run_in(cfg: DictConfig, output_dir: Path, stop: StopSignal | None) -> dict[
         return finished
     check_owner(output_dir, digest)  # another config's result.json or checkpoints: refuse, touch nothing
     try:
-        precision, device_info = setup_device(cfg)
+        method = build(cfg.method, "method")  # the method's own rules (e.g. AdaLoRA's target_r < init_r) run here
+        precision, device_info = setup_device(cfg, method)
     except UserError as err:
         results.write_failure(output_dir, "setup", err, config, digest)
         raise
     timer = PhaseTimer(precision.device, output_dir / CHECKPOINT_DIR / ATTEMPTS_FILE, digest)
     tracker = Tracker.for_run(cfg, config, digest)
     try:
-        result = _run(cfg, config, digest, output_dir, timer, tracker, stop or StopSignal(), precision, device_info)
+        result = _run(cfg, config, digest, output_dir, timer, tracker, stop or StopSignal(), precision, device_info,
+                      method)
     except Preempted as err:
         tracker.stopped(err.signum)
         raise
@@ -328,11 +336,11 @@ def _run_in(cfg: DictConfig, output_dir: Path, stop: StopSignal | None) -> dict[
     return result
 
 
-def setup_device(cfg: DictConfig) -> tuple[Precision, dict[str, Any]]:
-    """The run's device (chosen once, here) and precision, checked, printed and described."""
+def setup_device(cfg: DictConfig, method: Method) -> tuple[Precision, dict[str, Any]]:
+    """The run's device (chosen once, here) and precision, checked (also by the method's own
+    rule, e.g. AutoLoRA's search: no fp16), printed and described."""
     check_precision(cfg.train.precision)
-    if "search" in cfg.method:  # AutoLoRA's bilevel search
-        check_search_precision(cfg.train.precision)
+    method.check_precision(cfg.train.precision)
     device = resolve_device(cfg.device, sweep_job_index())
     tf32 = allow_tf32(device, cfg.train.tf32)
     info = describe_device(device, cfg.train.precision, cfg.model.attn_implementation, tf32)
@@ -341,14 +349,14 @@ def setup_device(cfg: DictConfig) -> tuple[Precision, dict[str, Any]]:
 
 
 def _run(cfg: DictConfig, config: dict[str, Any], digest: str, output_dir: Path, timer: "PhaseTimer",
-         tracker: Tracker, stop: StopSignal, precision: Precision, device_info: dict[str, Any]) -> dict[str, Any]:
+         tracker: Tracker, stop: StopSignal, precision: Precision, device_info: dict[str, Any],
+         searching_method: Method) -> dict[str, Any]:
     seed_everything(cfg.seed)
     progress.configure(enabled=cfg.train.progress, every_s=cfg.train.log_every_s)
     quiet_libraries()
     device = precision.device
     schedule = checkpoint_schedule(cfg.train)
     task_cfg, model_cfg = cfg.task, cfg.model
-    method = build(cfg.method, "method")  # the method's own rules (e.g. AdaLoRA's target_r < init_r) run here
 
     def checkpointer(phase: str) -> Checkpointer:
         return Checkpointer(output_dir / CHECKPOINT_DIR, phase, config_hash=digest, **schedule)
@@ -377,26 +385,37 @@ def _run(cfg: DictConfig, config: dict[str, Any], digest: str, output_dir: Path,
     def evaluate(model: torch.nn.Module) -> dict[str, dict[str, float]]:
         return {split: evaluate_split(model, split) for split in task_cfg.eval_splits}
 
-    search = None
+    search, found = None, None
     stop_point("data")  # a stop during data loading ends the run here (nothing to save yet)
-    if getattr(method, "searches_ranks", False):
+    method: Method | None = searching_method
+    if searching_method.search_plan is not None:
         with timer("search") as record:
             seed_everything(cfg.seed + PHASE_SEEDS["search"])
-            search = search_phase(cfg, method, data, encoded, kind, loader_for, tracker, output_dir,
-                                  checkpointer("search"), stop, precision)
-            record.update(steps=search["steps"], passes_per_iteration=search["passes_per_iteration"])
-        method = method.retrain_method(search["ranks"])
+            found, search = search_phase(cfg, searching_method, data, encoded, kind, loader_for, tracker, output_dir,
+                                         checkpointer("search"), stop, precision)
+            record.update(steps=found.steps, passes_per_iteration=found.passes_per_iteration)
+        method = searching_method.after_search(found)
 
-    with timer("train") as record:
-        seed_everything(cfg.seed + PHASE_SEEDS["train"])
-        model = backbone(model_cfg, kind)
-        model = method.prepare(model, list(model_cfg.target_modules), list(model_cfg.head_modules)).to(device)
+    if method is not None:
+        with timer("train") as record:
+            seed_everything(cfg.seed + PHASE_SEEDS["train"])
+            model = backbone(model_cfg, kind)
+            model = method.prepare(model, list(model_cfg.target_modules), list(model_cfg.head_modules)).to(device)
+            params = count_parameters(model)
+            trained = fit(model, method, loader_for(encoded["train"], True), evaluate, cfg.train, method.lr,
+                          task_cfg.primary_metric, device, greater_is_better=kind.greater_is_better,
+                          on_epoch=tracker.log_epoch, on_step=tracker.log_train_step,
+                          checkpointer=checkpointer("train"), stop=stop, precision=precision)
+            record.update(steps=trained.steps, resumed_from_step=trained.resumed_from)
+        ranks = method.ranks(model)
+        best = trained.epochs[trained.best_epoch - 1] if trained.best_epoch else trained.epochs[-1]
+        metrics = {"final": trained.epochs[-1]["eval"], "best": best["eval"], "best_epoch": trained.best_epoch,
+                   "per_epoch": trained.epochs}
+    else:  # the search trained the final model (no retrain): evaluate it once
+        model, metrics = searched_model(found, evaluate, timer)
         params = count_parameters(model)
-        trained = fit(model, method, loader_for(encoded["train"], True), evaluate, cfg.train, method.lr,
-                      task_cfg.primary_metric, device, greater_is_better=kind.greater_is_better,
-                      on_epoch=tracker.log_epoch, on_step=tracker.log_train_step,
-                      checkpointer=checkpointer("train"), stop=stop, precision=precision)
-        record.update(steps=trained.steps, resumed_from_step=trained.resumed_from)
+        ranks = searching_method.ranks(model) or found.ranks
+        method = searching_method
 
     test = None
     if task_cfg.test_split:
@@ -406,12 +425,8 @@ def _run(cfg: DictConfig, config: dict[str, Any], digest: str, output_dir: Path,
             except Preempted as stopped:  # the retrain's final checkpoint is kept; the test is redone
                 raise stopped.within("test") from None
 
-    ranks = method.ranks(model)
     if ranks and search is None:  # AdaLoRA's final budget, drawn like AutoLoRA's found ranks
-        from autolora_exp.plots import rank_heatmap
-
         rank_heatmap(ranks, output_dir / "rank_heatmap.png", title=f"{task_cfg.name} | {model_cfg.name} | {method.name}")
-    best = trained.epochs[trained.best_epoch - 1] if trained.best_epoch else trained.epochs[-1]
     result = {
         "schema_version": results.SCHEMA_VERSION,
         "status": "completed",
@@ -424,10 +439,7 @@ def _run(cfg: DictConfig, config: dict[str, Any], digest: str, output_dir: Path,
         "config": config,
         "metrics": {
             "primary": task_cfg.primary_metric,
-            "final": trained.epochs[-1]["eval"],
-            "best": best["eval"],
-            "best_epoch": trained.best_epoch,
-            "per_epoch": trained.epochs,
+            **metrics,
             "test": test,
         },
         "params": params,
@@ -445,6 +457,17 @@ def _run(cfg: DictConfig, config: dict[str, Any], digest: str, output_dir: Path,
     tracker.log_outputs(output_dir)
     print_summary(result, path)
     return result
+
+
+def searched_model(found: RankSearch | None, evaluate: Any, timer: PhaseTimer) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The final model of a method whose search trained it (``after_search`` -> None), its eval
+    splits scored once (phase "eval"): result.json's metrics get per_epoch = the search's
+    epochs, best = final = that evaluation, best_epoch = None."""
+    if found is None or found.model is None:
+        raise RuntimeError("after_search() returned None but the search returned no model (RankSearch.model)")
+    with timer("eval"):
+        scores = evaluate(found.model)
+    return found.model, {"final": scores, "best": scores, "best_epoch": None, "per_epoch": list(found.epochs)}
 
 
 def write_result_or_report(output_dir: Path, result: dict[str, Any]) -> Path:

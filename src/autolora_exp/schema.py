@@ -2,8 +2,10 @@
 
 Hydra validates names and types at composition time, so ``method.rr=4`` (a misspelt key) or
 ``train.epochs=three`` (a wrong type) fails before any model loads, with the config path
-named. A method's options live in its own schema (``conf/method/*.yaml`` start from
-``/schema/method/<kind>``), so each method only accepts its own keys.
+named. A method's options live in its own schema, defined and registered beside the method
+(:func:`autolora_exp.contract.register_method`); :func:`register` stores each one under
+``schema/method/<schema_name>`` (``conf/method/*.yaml`` start from it), so each method only
+accepts its own keys. This module imports no method.
 
 Values are checked too: each field declares what it accepts (``accepts(default, ge=1)``, see
 :mod:`autolora_exp.validation`), and ``check_relations`` holds the rules that relate fields.
@@ -18,20 +20,12 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING
 
+from autolora_exp.contract import COUNT, discover_methods
 from autolora_exp.errors import UserError
 from autolora_exp.kinds import KINDS
-from autolora_exp.methods.adapter import NONLINEARITIES
-from autolora_exp.methods.autolora.rank_pattern import SCALINGS
-from autolora_exp.methods.autolora.search import SearchConfig
 from autolora_exp.precision import PRECISIONS
 from autolora_exp.tracking import MODES as LOGGER_MODES
-from autolora_exp.validation import Accepts, accepts
-
-#: the rules shared by several fields
-LEARNING_RATE = {"gt": 0}
-DROPOUT = {"ge": 0, "lt": 1}
-LORA_ALPHA = {"gt": 0}
-COUNT = {"ge": 1}
+from autolora_exp.validation import accepts
 
 
 @dataclass
@@ -184,100 +178,6 @@ class LoggerConfig:
     tags: list[str] = field(default_factory=list)
 
 
-# ---- methods -------------------------------------------------------------------------------
-
-
-@dataclass
-class MethodConfig:
-    _target_: str = MISSING
-    name: str = MISSING
-    #: learning rate of the trained weights (AdamW)
-    lr: float = accepts(1e-4, **LEARNING_RATE)
-
-
-@dataclass
-class FullFTConfig(MethodConfig):
-    _target_: str = "autolora_exp.methods.full_ft.FullFineTuning"
-    name: str = "full_ft"
-    lr: float = accepts(2e-5, **LEARNING_RATE)
-
-
-@dataclass
-class LoRAConfig(MethodConfig):
-    _target_: str = "autolora_exp.methods.lora.LoRA"
-    name: str = "lora"
-    lr: float = accepts(5e-4, **LEARNING_RATE)
-    r: int = accepts(4, **COUNT)
-    lora_alpha: float = accepts(16.0, **LORA_ALPHA)
-    lora_dropout: float = accepts(0.1, **DROPOUT)
-    #: per-module ranks (exact module name -> rank); empty = ``r`` everywhere
-    rank_pattern: dict[str, int] = accepts(factory=dict, item=Accepts(**COUNT))
-
-
-@dataclass
-class AdaLoRAConfig(MethodConfig):
-    """peft's AdaLoRA; defaults and their sources are in conf/method/adalora.yaml."""
-
-    _target_: str = "autolora_exp.methods.adalora.AdaLoRA"
-    name: str = "adalora"
-    lr: float = accepts(5e-4, **LEARNING_RATE)
-    #: the rules relating init_r / target_r and the tinit / tfinal formats are AdaLoRA's own
-    #: (its constructor, run when the pipeline builds the method, before anything loads)
-    init_r: int = accepts(6, **COUNT)
-    target_r: int = accepts(4, **COUNT)
-    #: warm-up without pruning / final phase with the allocation frozen: a fraction of
-    #: total_step when below 1, else a number of steps
-    tinit: float = accepts(0.1, ge=0)
-    tfinal: float = accepts(0.5, ge=0)
-    deltaT: int = accepts(10, **COUNT)
-    beta1: float = accepts(0.85, gt=0, lt=1)
-    beta2: float = accepts(0.85, gt=0, lt=1)
-    orth_reg_weight: float = accepts(0.1, ge=0)
-    lora_alpha: float = accepts(16.0, **LORA_ALPHA)
-    lora_dropout: float = accepts(0.1, **DROPOUT)
-    #: ``None`` = the optimiser steps the training loop plans (data size x epochs)
-    total_step: Optional[int] = accepts(None, **COUNT)
-
-
-@dataclass
-class AdapterConfig(MethodConfig):
-    """Houlsby bottleneck adapters; defaults and their sources are in conf/method/adapter.yaml."""
-
-    _target_: str = "autolora_exp.methods.adapter.HoulsbyAdapter"
-    name: str = "adapter"
-    lr: float = accepts(3e-4, **LEARNING_RATE)
-    bottleneck: int = accepts(8, **COUNT)
-    nonlinearity: str = accepts("gelu", choices=NONLINEARITIES)
-    train_layer_norms: bool = True
-
-
-@dataclass
-class LoRAGridConfig(MethodConfig):
-    """LoRA trained at each rank of ``ranks`` on D_tr, the best on D_val retrained (Table 5)."""
-
-    _target_: str = "autolora_exp.methods.lora_grid.LoRAGrid"
-    name: str = "lora_grid"
-    lr: float = accepts(5e-4, **LEARNING_RATE)
-    ranks: list[int] = accepts(factory=lambda: [1, 2, 4, 8, 16], min_items=1, distinct=True, item=Accepts(**COUNT))
-    lora_alpha: float = accepts(16.0, **LORA_ALPHA)
-    lora_dropout: float = accepts(0.1, **DROPOUT)
-
-
-@dataclass
-class AutoLoRAConfig(MethodConfig):
-    """AutoLoRA: ``search`` holds the bilevel search (k, gate, hypergradient, optimisers); ``lr``,
-    ``lora_alpha``, ``lora_dropout`` and ``scaling`` are the retrain's LoRA settings."""
-
-    _target_: str = "autolora_exp.methods.autolora.method.AutoLoRA"
-    name: str = "autolora"
-    lr: float = accepts(5e-4, **LEARNING_RATE)
-    lora_alpha: float = accepts(16.0, **LORA_ALPHA)
-    lora_dropout: float = accepts(0.1, **DROPOUT)
-    #: per_layer (peft: lora_alpha / r_l) | fixed (lora_alpha / k for every layer)
-    scaling: str = accepts("per_layer", choices=SCALINGS)
-    search: SearchConfig = field(default_factory=SearchConfig)
-
-
 @dataclass
 class PathsConfig:
     """Folders the configs refer to."""
@@ -316,8 +216,9 @@ def gpu_count() -> int:
 
 
 def register() -> None:
-    """Register the schemas with Hydra's ConfigStore, the run folder's ``${run_digest:}`` resolver
-    and ``${autolora_gpus:}`` (idempotent): before any config is composed."""
+    """Register the schemas with Hydra's ConfigStore (the methods' from the method registry), the
+    run folder's ``${run_digest:}`` resolver and ``${autolora_gpus:}`` (idempotent): before any
+    config is composed."""
     from omegaconf import OmegaConf
 
     from autolora_exp.run_folder import register_resolver
@@ -326,10 +227,5 @@ def register() -> None:
     OmegaConf.register_new_resolver("autolora_gpus", gpu_count, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
-    for name, node in METHOD_SCHEMAS.items():
-        cs.store(group="schema/method", name=name, node=node)
-
-
-#: method schema name -> dataclass; method modules add theirs here
-METHOD_SCHEMAS: dict[str, type] = {"full_ft": FullFTConfig, "lora": LoRAConfig,
-                                   "adalora": AdaLoRAConfig, "adapter": AdapterConfig, "autolora": AutoLoRAConfig, "lora_grid": LoRAGridConfig}
+    for name, spec in discover_methods().items():  # each method registers its schema beside it
+        cs.store(group="schema/method", name=name, node=spec.schema)

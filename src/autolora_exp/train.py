@@ -2,7 +2,9 @@
 
 AdamW (no weight decay on biases and normalisation weights), a linear schedule with warm-up,
 gradient clipping, evaluation after every epoch. Methods hook in through
-:class:`~autolora_exp.methods.base.Method` (AdaLoRA's allocator, its orthogonality penalty).
+:class:`~autolora_exp.contract.TrainingHooks` (parameter groups, step begin/end, the training
+loss, checkpoint state: AdaLoRA's allocator, its orthogonality penalty); the loop imports no
+method.
 
 With a :class:`~autolora_exp.checkpoint.Checkpointer` the loop saves on its schedule (checked
 after every step and epoch), at a stop signal and at the end, and a new call with the same
@@ -26,7 +28,8 @@ import torch
 from torch import nn
 
 from autolora_exp.checkpoint import Checkpointer, load_trainable_state, rng_state, set_rng_state, trainable_state
-from autolora_exp.methods.base import Method
+from autolora_exp.contract import TrainingHooks
+from autolora_exp.device import move_to
 from autolora_exp.precision import Precision
 from autolora_exp.preemption import Preempted, StopSignal
 from autolora_exp.progress import progress_bar
@@ -46,21 +49,6 @@ class TrainResult:
     wall_s: float = 0.0
     #: the step this call resumed from (0 = a fresh start)
     resumed_from: int = 0
-
-
-def move_to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """The batch on ``device``; asynchronous from pinned memory (``train.pin_memory``): no host sync."""
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay on weight matrices, none on biases and normalisation weights."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def planned_steps(n_batches: int, epochs: int, max_steps: int | None) -> int:
@@ -129,7 +117,7 @@ class EpochLoss:
 
 def fit(
     model: nn.Module,
-    method: Method,
+    hooks: TrainingHooks,
     train_loader: Any,
     evaluate: Callable[[nn.Module], dict[str, dict[str, float]]],
     train_cfg: Any,
@@ -152,6 +140,8 @@ def fit(
     Forwards run under ``precision``'s autocast (fp16 with its loss scale); ``evaluate`` is the
     caller's, which applies the precision itself. The loss is read back to the host every
     ``train_cfg.log_every`` steps (progress bar), before each checkpoint and at each epoch end.
+    ``hooks`` is the method as the loop sees it (:class:`~autolora_exp.contract.TrainingHooks`,
+    whose docstring shows where each hook is called).
     """
     from transformers import get_linear_schedule_with_warmup
 
@@ -159,10 +149,10 @@ def fit(
     log_every = max(int(getattr(train_cfg, "log_every", 50) or 1), 1)
     n_batches = max(len(train_loader), 1)
     total = planned_steps(len(train_loader), train_cfg.epochs, train_cfg.max_steps)
-    optimizer = torch.optim.AdamW(param_groups(model, train_cfg.weight_decay), lr=lr)
+    optimizer = torch.optim.AdamW(hooks.param_groups(model, train_cfg.weight_decay), lr=lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(train_cfg.warmup_ratio * total), total)
     scaler = precision.scaler()
-    method.on_train_begin(model, total)
+    hooks.on_train_begin(model, total)
     trainable = [p for p in model.parameters() if p.requires_grad]
 
     result, step, loss_sum, n = TrainResult(), 0, 0.0, 0
@@ -171,7 +161,7 @@ def fit(
         load_trainable_state(model, state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        method.load_state_dict(model, state["method"])
+        hooks.load_state_dict(model, state["method"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         result = TrainResult(**state["result"])
@@ -186,7 +176,7 @@ def fit(
         if checkpointer is not None:
             loss_sum = losses.read(phase, step)  # never save the weights of a window with a NaN loss
             checkpointer.save({"model": trainable_state(model), "optimizer": optimizer.state_dict(),
-                               "scheduler": scheduler.state_dict(), "method": method.state_dict(model),
+                               "scheduler": scheduler.state_dict(), "method": hooks.state_dict(model),
                                "scaler": scaler.state_dict() if scaler is not None else None,
                                "result": asdict(result), "step": step, "loss_sum": loss_sum,
                                "n": losses.n, "rng": rng or rng_state(), "done": done})
@@ -203,9 +193,10 @@ def fit(
         for batch in epoch_batches(train_loader, epoch, skip=done_in_epoch):
             if step >= total:
                 break
+            hooks.on_step_begin(model, step)
             with precision.autocast():
                 outputs = model(**move_to(batch, device))
-                loss = method.training_loss(model, outputs)
+                loss = hooks.training_loss(model, outputs)
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
@@ -221,7 +212,7 @@ def fit(
                 optimizer.step()
             scheduler.step()
             step += 1
-            method.on_after_backward(model, step)
+            hooks.on_step_end(model, step, optimizer)
             optimizer.zero_grad(set_to_none=True)
             losses.add(loss, step)
             bar.update(1)
@@ -258,3 +249,17 @@ def fit(
     result.steps, result.wall_s = step, time.perf_counter() - start
     save(done=True)
     return result
+
+
+def bound_fit(train_cfg: Any, primary_metric: str, device: torch.device, greater_is_better: bool = True,
+              stop: StopSignal | None = None, precision: Precision | None = None) -> Callable[..., TrainResult]:
+    """:func:`fit` bound to a run's loop settings, device, precision and stop signal: the
+    ``SearchContext.fit`` a searching method trains with,
+    ``fit(model, hooks, loader, evaluate, lr, phase=..., checkpointer=..., on_epoch=...)``."""
+
+    def bound(model: nn.Module, hooks: TrainingHooks, train_loader: Any,
+              evaluate: Callable[[nn.Module], dict[str, dict[str, float]]], lr: float, **kwargs: Any) -> TrainResult:
+        return fit(model, hooks, train_loader, evaluate, train_cfg, lr, primary_metric, device,
+                   greater_is_better=greater_is_better, stop=stop, precision=precision, **kwargs)
+
+    return bound

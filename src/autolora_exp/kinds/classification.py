@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from autolora_exp.errors import UserError
 from autolora_exp.kinds.base import TaskKind
 from autolora_exp.preemption import stop_point
-from autolora_exp.train import move_to
+from autolora_exp.device import move_to
 
 
 class SequenceClassification(TaskKind):

@@ -43,7 +43,7 @@ from autolora_exp.errors import UserError
 from autolora_exp.generate import generate_texts
 from autolora_exp.kinds.base import TaskKind
 from autolora_exp.preemption import stop_point
-from autolora_exp.train import move_to
+from autolora_exp.device import move_to
 
 log = logging.getLogger(__name__)
 

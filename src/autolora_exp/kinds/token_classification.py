@@ -20,7 +20,7 @@ from autolora_exp.errors import UserError
 from autolora_exp.kinds.base import TaskKind
 from autolora_exp.preemption import stop_point
 from autolora_exp.results import atomic_write_json
-from autolora_exp.train import move_to
+from autolora_exp.device import move_to
 
 #: columns kept for decoding, never fed to the model
 ALIGNMENT_COLUMNS = ("idx", "word_ids", "sentence_index")

@@ -31,15 +31,16 @@ Two peft facts this module is built around (peft 0.21.2):
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
 from autolora_exp.errors import UserError
-from autolora_exp.methods.base import Method
+from autolora_exp.contract import COUNT, DROPOUT, LEARNING_RATE, LORA_ALPHA, Method, MethodConfig, MethodSpec, register_method
 from autolora_exp.models import check_target_modules
-from autolora_exp.validation import check_fields
+from autolora_exp.validation import accepts, check_fields
 
 ADAPTER_NAME = "default"
 
@@ -79,27 +80,53 @@ def resolve_steps(value: float, total_step: int, what: str) -> int:
     return int(math.floor(value * total_step)) if value < 1 else int(value)
 
 
+@dataclass
+class AdaLoRAConfig(MethodConfig):
+    """peft's AdaLoRA; defaults and their sources are in conf/method/adalora.yaml."""
+
+    _target_: str = "autolora_exp.methods.adalora.AdaLoRA"
+    name: str = "adalora"
+    lr: float = accepts(5e-4, **LEARNING_RATE)
+    #: the rules relating init_r / target_r and the tinit / tfinal formats are AdaLoRA's own
+    #: (its constructor, run when the pipeline builds the method, before anything loads)
+    init_r: int = accepts(6, **COUNT)
+    target_r: int = accepts(4, **COUNT)
+    #: warm-up without pruning / final phase with the allocation frozen: a fraction of
+    #: total_step when below 1, else a number of steps
+    tinit: float = accepts(0.1, ge=0)
+    tfinal: float = accepts(0.5, ge=0)
+    deltaT: int = accepts(10, **COUNT)
+    beta1: float = accepts(0.85, gt=0, lt=1)
+    beta2: float = accepts(0.85, gt=0, lt=1)
+    orth_reg_weight: float = accepts(0.1, ge=0)
+    lora_alpha: float = accepts(16.0, **LORA_ALPHA)
+    lora_dropout: float = accepts(0.1, **DROPOUT)
+    #: ``None`` = the optimiser steps the training loop plans (data size x epochs)
+    total_step: Optional[int] = accepts(None, **COUNT)
+
+
+register_method(MethodSpec("adalora", AdaLoRAConfig, table_labels={"adalora": "AdaLoRA"}))
+
+
 class AdaLoRA(Method):
     name = "adalora"
 
     def __init__(
         self,
-        name: str = "adalora",
-        lr: float = 5e-4,
-        init_r: int = 6,
-        target_r: int = 4,
-        tinit: float = 0.1,
-        tfinal: float = 0.5,
-        deltaT: int = 10,
-        beta1: float = 0.85,
-        beta2: float = 0.85,
-        orth_reg_weight: float = 0.1,
-        lora_alpha: float = 16.0,
-        lora_dropout: float = 0.1,
-        total_step: int | None = None,
+        name: str = AdaLoRAConfig.name,
+        lr: float = AdaLoRAConfig.lr,
+        init_r: int = AdaLoRAConfig.init_r,
+        target_r: int = AdaLoRAConfig.target_r,
+        tinit: float = AdaLoRAConfig.tinit,
+        tfinal: float = AdaLoRAConfig.tfinal,
+        deltaT: int = AdaLoRAConfig.deltaT,
+        beta1: float = AdaLoRAConfig.beta1,
+        beta2: float = AdaLoRAConfig.beta2,
+        orth_reg_weight: float = AdaLoRAConfig.orth_reg_weight,
+        lora_alpha: float = AdaLoRAConfig.lora_alpha,
+        lora_dropout: float = AdaLoRAConfig.lora_dropout,
+        total_step: int | None = AdaLoRAConfig.total_step,
     ) -> None:
-        from autolora_exp.schema import AdaLoRAConfig  # here: the schema module imports the methods'
-
         # each value against its field's rule (beta1 in (0, 1), deltaT >= 1, ...), then the rules
         # that relate them
         check_fields(AdaLoRAConfig(name=name, lr=lr, init_r=init_r, target_r=target_r, tinit=tinit, tfinal=tfinal,
@@ -187,7 +214,7 @@ class AdaLoRA(Method):
             return outputs.loss
         return outputs.loss + self.orth_reg_weight * orthogonality_penalty(model)
 
-    def on_after_backward(self, model: nn.Module, global_step: int) -> None:
+    def on_step_end(self, model: nn.Module, global_step: int, optimizer: torch.optim.Optimizer) -> None:
         """Update importance scores and mask singular values to the budget b(global_step)."""
         if self.schedule is None:
             raise RuntimeError("AdaLoRA.on_train_begin must run before the first step (it sets total_step)")

@@ -29,14 +29,15 @@ project runs transformers 5.x.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from autolora_exp.errors import UserError
-from autolora_exp.methods.base import Method
+from autolora_exp.contract import COUNT, LEARNING_RATE, Method, MethodConfig, MethodSpec, register_method
 from autolora_exp.models import check_target_modules
-from autolora_exp.validation import check_fields
+from autolora_exp.validation import accepts, check_fields
 
 #: Houlsby's reference code initialises W_down from a truncated normal of this std (W_up too,
 #: but it starts at zero here so the adapter is exactly the identity).
@@ -51,6 +52,21 @@ ADAPTER_SITES: dict[str, tuple[str, ...]] = {
 }
 
 NONLINEARITIES = ("gelu", "relu", "tanh", "silu")
+
+
+@dataclass
+class AdapterConfig(MethodConfig):
+    """Houlsby bottleneck adapters; defaults and their sources are in conf/method/adapter.yaml."""
+
+    _target_: str = "autolora_exp.methods.adapter.HoulsbyAdapter"
+    name: str = "adapter"
+    lr: float = accepts(3e-4, **LEARNING_RATE)
+    bottleneck: int = accepts(8, **COUNT)
+    nonlinearity: str = accepts("gelu", choices=NONLINEARITIES)
+    train_layer_norms: bool = True
+
+
+register_method(MethodSpec("adapter", AdapterConfig, table_labels={"adapter": "Adapter"}))
 
 
 class Adapter(nn.Module):
@@ -114,14 +130,12 @@ class HoulsbyAdapter(Method):
 
     def __init__(
         self,
-        name: str = "adapter",
-        lr: float = 3e-4,
-        bottleneck: int = 8,
-        nonlinearity: str = "gelu",
-        train_layer_norms: bool = True,
+        name: str = AdapterConfig.name,
+        lr: float = AdapterConfig.lr,
+        bottleneck: int = AdapterConfig.bottleneck,
+        nonlinearity: str = AdapterConfig.nonlinearity,
+        train_layer_norms: bool = AdapterConfig.train_layer_norms,
     ) -> None:
-        from autolora_exp.schema import AdapterConfig  # here: the schema module imports this one
-
         _activation(nonlinearity)  # fail at construction, before any model loads
         check_fields(AdapterConfig(name=name, lr=lr, bottleneck=bottleneck, nonlinearity=nonlinearity,
                                    train_layer_norms=train_layer_norms), "method.")  # its fields' rules

@@ -6,12 +6,29 @@ module names, never by creation order.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from autolora_exp.methods.base import Method
+from autolora_exp.contract import COUNT, DROPOUT, LEARNING_RATE, LORA_ALPHA, Method, MethodConfig, MethodSpec, register_method
 from autolora_exp.models import check_target_modules
+from autolora_exp.validation import Accepts, accepts
+
+
+@dataclass
+class LoRAConfig(MethodConfig):
+    _target_: str = "autolora_exp.methods.lora.LoRA"
+    name: str = "lora"
+    lr: float = accepts(5e-4, **LEARNING_RATE)
+    r: int = accepts(4, **COUNT)
+    lora_alpha: float = accepts(16.0, **LORA_ALPHA)
+    lora_dropout: float = accepts(0.1, **DROPOUT)
+    #: per-module ranks (exact module name -> rank); empty = ``r`` everywhere
+    rank_pattern: dict[str, int] = accepts(factory=dict, item=Accepts(**COUNT))
+
+
+register_method(MethodSpec("lora", LoRAConfig, table_labels={"lora": "LoRA"}))
 
 
 class LoRA(Method):
@@ -19,11 +36,11 @@ class LoRA(Method):
 
     def __init__(
         self,
-        name: str = "lora",
-        lr: float = 5e-4,
-        r: int = 4,
-        lora_alpha: float = 16.0,
-        lora_dropout: float = 0.1,
+        name: str = LoRAConfig.name,
+        lr: float = LoRAConfig.lr,
+        r: int = LoRAConfig.r,
+        lora_alpha: float = LoRAConfig.lora_alpha,
+        lora_dropout: float = LoRAConfig.lora_dropout,
         rank_pattern: dict[str, int] | None = None,
         alpha_pattern: dict[str, float] | None = None,
         target_modules: list[str] | None = None,

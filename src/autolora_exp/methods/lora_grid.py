@@ -21,13 +21,28 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from autolora_exp.contract import (COUNT, DROPOUT, LEARNING_RATE, LORA_ALPHA, Method, MethodConfig, MethodSpec,
+                                   RankSearch, SearchContext, SearchPlan, register_method)
 from autolora_exp.errors import UserError
-from autolora_exp.methods.base import Method, SearchContext
 from autolora_exp.methods.lora import LoRA
 from autolora_exp.models import check_target_modules, count_parameters
 from autolora_exp.seeding import derived_seed, seed_everything
-from autolora_exp.train import fit
-from autolora_exp.validation import check_fields
+from autolora_exp.validation import Accepts, accepts, check_fields
+
+
+@dataclass
+class LoRAGridConfig(MethodConfig):
+    """LoRA trained at each rank of ``ranks`` on D_tr, the best on D_val retrained (Table 5)."""
+
+    _target_: str = "autolora_exp.methods.lora_grid.LoRAGrid"
+    name: str = "lora_grid"
+    lr: float = accepts(5e-4, **LEARNING_RATE)
+    ranks: list[int] = accepts(factory=lambda: [1, 2, 4, 8, 16], min_items=1, distinct=True, item=Accepts(**COUNT))
+    lora_alpha: float = accepts(16.0, **LORA_ALPHA)
+    lora_dropout: float = accepts(0.1, **DROPOUT)
+
+
+register_method(MethodSpec("lora_grid", LoRAGridConfig, table_labels={"lora_grid": "LoRA + grid search"}))
 
 
 @dataclass
@@ -49,22 +64,26 @@ class GridResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"mean_rank": self.mean_rank}
 
+    def rank_search(self) -> RankSearch:
+        """The pipeline's view: ranks, cost, per_rank for result.json, this as search.json."""
+        return RankSearch(ranks=self.ranks, steps=self.steps, passes_per_iteration=self.passes_per_iteration,
+                          record={"per_rank": self.per_rank}, artifacts={"search.json": self.to_dict()})
+
 
 class LoRAGrid(Method):
     """Select one LoRA rank for all layers by a grid search on the held-out half."""
 
     name = "lora_grid"
-    searches_ranks = True
+    #: the grid searches on the pipeline's D_tr / D_val split, 1:1, at train.batch_size
+    search_plan = SearchPlan()
 
-    def __init__(self, name: str = "lora_grid", lr: float = 5e-4, ranks: list[int] | None = None,
-                 lora_alpha: float = 16.0, lora_dropout: float = 0.1) -> None:
+    def __init__(self, name: str = LoRAGridConfig.name, lr: float = LoRAGridConfig.lr, ranks: list[int] | None = None,
+                 lora_alpha: float = LoRAGridConfig.lora_alpha, lora_dropout: float = LoRAGridConfig.lora_dropout) -> None:
         self.name = name
         self.lr = lr
         # None = the default grid; an empty list is an error (it once ran the default grid and
         # recorded [] in result.json)
-        from autolora_exp.schema import LoRAGridConfig  # here: the schema module imports the methods'
-
-        self.grid = [int(r) for r in ([1, 2, 4, 8, 16] if ranks is None else ranks)]
+        self.grid = [int(r) for r in (LoRAGridConfig().ranks if ranks is None else ranks)]
         check_fields(LoRAGridConfig(name=name, lr=lr, ranks=self.grid, lora_alpha=lora_alpha,
                                     lora_dropout=lora_dropout), "method.")  # distinct ranks >= 1, ...
         self.lora_alpha = lora_alpha
@@ -73,7 +92,10 @@ class LoRAGrid(Method):
     def lora(self, r: int) -> LoRA:
         return LoRA(name=self.name, lr=self.lr, r=r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout)
 
-    def search_ranks(self, ctx: SearchContext) -> GridResult:
+    def search_ranks(self, ctx: SearchContext) -> RankSearch:
+        return self.grid_search(ctx).rank_search()
+
+    def grid_search(self, ctx: SearchContext) -> GridResult:
         state = ctx.checkpointer.load() if ctx.checkpointer else None
         if state is not None and state.get("done"):
             return GridResult(**state["result"])
@@ -91,10 +113,9 @@ class LoRAGrid(Method):
             model = lora.prepare(model, ctx.target_modules, ctx.head_modules).to(ctx.device)
             rank_checkpointer = (ctx.checkpointer.for_phase(f"{ctx.checkpointer.phase}_r{r}")
                                  if ctx.checkpointer is not None else None)
-            trained = fit(model, lora, ctx.d_tr_loader, lambda m: {"d_val": ctx.evaluate_val(m)}, ctx.train_cfg,
-                          self.lr, ctx.primary_metric, ctx.device, greater_is_better=ctx.greater_is_better,
-                          phase=f"grid r={r}", checkpointer=rank_checkpointer, stop=ctx.stop,
-                          on_epoch=self._history_entry(ctx, r, per_rank), precision=ctx.precision)
+            trained = ctx.fit(model, lora, ctx.d_tr_loader, lambda m: {"d_val": ctx.evaluate_val(m)}, self.lr,
+                              phase=f"grid r={r}", checkpointer=rank_checkpointer,
+                              on_epoch=self._history_entry(ctx, r, per_rank))
             per_rank[r] = {"value": trained.best_value, "best_epoch": trained.best_epoch, "steps": trained.steps,
                            "wall_s": round(time.perf_counter() - t0, 3),
                            "trainable": count_parameters(model)["trainable"]}
@@ -124,6 +145,6 @@ class LoRAGrid(Method):
         return lambda rec: ctx.on_log({"step": offset + rec["step"], "rank": r, "train_loss": rec["train_loss"],
                                        "d_val": rec["eval"]["d_val"]})
 
-    def retrain_method(self, ranks: dict[str, int]) -> LoRA:
+    def after_search(self, found: RankSearch) -> LoRA:
         """LoRA at the selected rank, trained by the shared loop on the whole training set."""
-        return self.lora(max(ranks.values()))
+        return self.lora(max(found.ranks.values()))

@@ -25,14 +25,14 @@ BASELINES = ("full_ft", "adapter", "lora", "adalora", "autolora")
 EVIDENCE = ("full_ft", "lora", "adalora", "autolora", "autolora_authors", "autolora_eta0")
 ABLATIONS = ("autolora", "autolora_no_cst", "autolora_sigmoid", "autolora_eta0",
              "autolora_authors", "autolora_authors_no_cst", "autolora_authors_sigmoid", "autolora_authors_eta0")
-METHOD_LABELS = {
-    "full_ft": "Full FT", "adapter": "Adapter", "lora": "LoRA", "adalora": "AdaLoRA", "autolora": "AutoLoRA",
-    "lora_grid": "LoRA + grid search", "autolora_no_cst": "w/o constraint", "autolora_sigmoid": "sigmoid", "autolora_eta0": "η = 0",
-    "autolora_authors": "AutoLoRA (authors' search)", "autolora_authors_no_cst": "w/o constraint (authors' search)",
-    "autolora_authors_sigmoid": "sigmoid (authors' search)", "autolora_authors_eta0": "η = 0 (authors' search)",
-    "autolora_authors_bionlp": "AutoLoRA (authors' BioNLP search)",
-    "autolora_fast": "AutoLoRA (fast search)",
-}
+
+
+def method_labels() -> dict[str, str]:
+    """Result name (``method.name``) -> row label: each method's ``table_labels`` from the
+    method registry (autolora_exp.contract.register_method, beside the method)."""
+    from autolora_exp.contract import discover_methods
+
+    return {name: label for spec in discover_methods().values() for name, label in spec.table_labels.items()}
 
 
 def task_label(task: str) -> str:
@@ -40,7 +40,7 @@ def task_label(task: str) -> str:
 
 
 def method_label(method: str, variant: str = "") -> str:
-    label = METHOD_LABELS.get(method, method)
+    label = method_labels().get(method, method)
     return f"{label} ({variant})" if variant else label
 
 

@@ -2,36 +2,76 @@
 
     search_ranks:   inject selection LoRA (k rank-1 terms per layer, gate on beta), run the
                     bilevel search on D_tr / D_val, threshold alpha -> rank per layer
-    retrain_method: a fresh peft LoRA whose ``rank_pattern`` holds exactly those ranks
+    after_search:   a fresh peft LoRA whose ``rank_pattern`` holds exactly those ranks
                     (rank-0 layers get no LoRA), trained by the shared loop on D_tr + D_val
+
+Its schema (:class:`AutoLoRAConfig`) and table labels are registered here.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 
+from autolora_exp.contract import (DROPOUT, LEARNING_RATE, LORA_ALPHA, Method, MethodConfig, MethodSpec, RankSearch,
+                                   SearchContext, SearchPlan, register_method)
 from autolora_exp.methods.autolora.layer import inject_selection_lora
-from autolora_exp.methods.autolora.rank_pattern import rank_pattern_config
+from autolora_exp.methods.autolora.rank_pattern import SCALINGS, rank_pattern_config
 from autolora_exp.methods.autolora.search import SearchConfig, SearchResult, search
-from autolora_exp.methods.base import Method, SearchContext
 from autolora_exp.methods.lora import LoRA
+from autolora_exp.precision import check_search_precision
+from autolora_exp.validation import accepts
+
+
+@dataclass
+class AutoLoRAConfig(MethodConfig):
+    """AutoLoRA: ``search`` holds the bilevel search (k, gate, hypergradient, optimisers); ``lr``,
+    ``lora_alpha``, ``lora_dropout`` and ``scaling`` are the retrain's LoRA settings."""
+
+    _target_: str = "autolora_exp.methods.autolora.method.AutoLoRA"
+    name: str = "autolora"
+    lr: float = accepts(5e-4, **LEARNING_RATE)
+    lora_alpha: float = accepts(16.0, **LORA_ALPHA)
+    lora_dropout: float = accepts(0.1, **DROPOUT)
+    #: per_layer (peft: lora_alpha / r_l) | fixed (lora_alpha / k for every layer)
+    scaling: str = accepts("per_layer", choices=SCALINGS)
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+
+#: the tables' row label of each result name the AutoLoRA presets (conf/method/autolora*.yaml) produce
+TABLE_LABELS = {
+    "autolora": "AutoLoRA", "autolora_no_cst": "w/o constraint", "autolora_sigmoid": "sigmoid",
+    "autolora_eta0": "η = 0", "autolora_authors": "AutoLoRA (authors' search)",
+    "autolora_authors_no_cst": "w/o constraint (authors' search)",
+    "autolora_authors_sigmoid": "sigmoid (authors' search)", "autolora_authors_eta0": "η = 0 (authors' search)",
+    "autolora_authors_bionlp": "AutoLoRA (authors' BioNLP search)", "autolora_fast": "AutoLoRA (fast search)",
+}
+
+register_method(MethodSpec("autolora", AutoLoRAConfig, table_labels=TABLE_LABELS))
+
+
+def search_result_found(result: SearchResult) -> RankSearch:
+    """The pipeline's view of the bilevel search: its ranks and cost; alphas, converged_at and
+    stop_reason for result.json; the whole result (history, beta, config) as search.json."""
+    return RankSearch(ranks=result.ranks, steps=result.steps, passes_per_iteration=result.passes_per_iteration,
+                      record={"alphas": result.alphas, "converged_at": result.converged_at,
+                              "stop_reason": result.stop_reason},
+                      artifacts={"search.json": result.to_dict()})
 
 
 class AutoLoRA(Method):
     """Searches per-layer ranks, then hands over to :class:`LoRA` for the retrain."""
 
     name = "autolora"
-    searches_ranks = True
 
     def __init__(
         self,
-        name: str = "autolora",
-        lr: float = 5e-4,
-        lora_alpha: float = 16.0,
-        lora_dropout: float = 0.1,
-        scaling: str = "per_layer",
+        name: str = AutoLoRAConfig.name,
+        lr: float = AutoLoRAConfig.lr,
+        lora_alpha: float = AutoLoRAConfig.lora_alpha,
+        lora_dropout: float = AutoLoRAConfig.lora_dropout,
+        scaling: str = AutoLoRAConfig.scaling,
         search: SearchConfig | DictConfig | dict | None = None,
     ) -> None:
         self.name = name
@@ -46,32 +86,30 @@ class AutoLoRA(Method):
         self.search_config = search or SearchConfig()
 
     @property
-    def search_val_fraction(self) -> float:
-        """Share of the training set held out as D_val for the search (``search.val_fraction``)."""
-        return self.search_config.val_fraction
+    def search_plan(self) -> SearchPlan:  # type: ignore[override]
+        """D_val's share, the loaders' batch size and the searched shares: ``search.val_fraction``,
+        ``search.batch_size`` (None: train.batch_size), ``search.subsample_tr`` / ``subsample_val``."""
+        cfg = self.search_config
+        return SearchPlan(val_fraction=cfg.val_fraction, batch_size=cfg.batch_size,
+                          subsample_tr=cfg.subsample_tr, subsample_val=cfg.subsample_val)
 
-    @property
-    def search_batch_size(self) -> int | None:
-        """Batch size of the search loaders (``search.batch_size``; None: train.batch_size)."""
-        return self.search_config.batch_size
+    def check_precision(self, precision: str) -> None:
+        """The bilevel search's hand-made gradient passes have no loss scale: no fp16."""
+        check_search_precision(precision)
 
-    @property
-    def search_subsample(self) -> tuple[float, float]:
-        """Shares of D_tr and D_val the search runs on (``search.subsample_tr`` / ``subsample_val``)."""
-        return self.search_config.subsample_tr, self.search_config.subsample_val
-
-    def search_ranks(self, ctx: SearchContext) -> SearchResult:
+    def search_ranks(self, ctx: SearchContext) -> RankSearch:
         """The bilevel search on a fresh backbone; W learns on D_tr only, beta on D_val only."""
         cfg = self.search_config
         model = ctx.new_model()
         inject_selection_lora(model, ctx.target_modules, k=cfg.k, gate=cfg.gate, lora_alpha=self.lora_alpha,
                               lora_dropout=0.0, trainable_extra=ctx.head_modules,
                               selection_init=cfg.selection_init, train_backbone=cfg.train_backbone)
-        return search(model, ctx.d_tr_loader, ctx.d_val_loader, cfg, on_log=ctx.on_log, progress=ctx.progress,
-                      checkpointer=ctx.checkpointer, stop=ctx.stop, precision=ctx.precision)
+        return search_result_found(search(model, ctx.d_tr_loader, ctx.d_val_loader, cfg, on_log=ctx.on_log,
+                                          progress=ctx.progress, checkpointer=ctx.checkpointer, stop=ctx.stop,
+                                          precision=ctx.precision))
 
-    def retrain_method(self, ranks: dict[str, int]) -> LoRA:
+    def after_search(self, found: RankSearch) -> LoRA:
         """Fresh LoRA with exactly the found rank per named layer (peft ``rank_pattern``)."""
-        kwargs = rank_pattern_config(ranks, lora_alpha=self.lora_alpha, scaling=self.scaling,
+        kwargs = rank_pattern_config(found.ranks, lora_alpha=self.lora_alpha, scaling=self.scaling,
                                      k=self.search_config.k)
         return LoRA(name=self.name, lr=self.lr, lora_dropout=self.lora_dropout, **kwargs)

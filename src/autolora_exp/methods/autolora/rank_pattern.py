@@ -1,4 +1,4 @@
-"""From searched ranks to the peft ``LoraConfig`` of the retrain, and to a reusable JSON file.
+"""From searched ranks to the peft ``LoraConfig`` of the retrain (the JSON file: :mod:`autolora_exp.rank_pattern_file`).
 
 peft resolves a module's rank with ``re.match(rf"(.*\\.)?({key})$", module_name)`` over the
 ``rank_pattern`` keys (first match wins), and its targets with ``name == t or
@@ -21,15 +21,16 @@ Scaling (peft computes ``scaling = lora_alpha / r`` per layer):
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from autolora_exp.atomic import atomic_write_text
 from autolora_exp.errors import UserError
+# the file format is neutral (the pipeline writes it for any method); re-exported for AutoLoRA's users
+from autolora_exp.rank_pattern_file import check_ranks, load_rank_pattern_json, save_rank_pattern_json
+
+__all__ = ["SCALINGS", "check_ranks", "load_rank_pattern_json", "pattern_key", "rank_pattern_config",
+           "save_rank_pattern_json"]
 
 SCALINGS = ("per_layer", "fixed")
 
@@ -37,17 +38,6 @@ SCALINGS = ("per_layer", "fixed")
 def pattern_key(module_name: str) -> str:
     """The rank_pattern/alpha_pattern key that matches exactly ``module_name`` in peft."""
     return re.escape(module_name)
-
-
-def _check_ranks(ranks: Mapping[str, int]) -> dict[str, int]:
-    if not ranks:
-        raise UserError("no ranks given; the search found no selection layers")
-    checked = {}
-    for name, r in ranks.items():
-        if isinstance(r, bool) or not isinstance(r, int) or r < 0:
-            raise UserError(f"rank {r!r} of layer {name!r} is not valid; ranks are integers >= 0")
-        checked[str(name)] = int(r)
-    return checked
 
 
 def rank_pattern_config(
@@ -62,7 +52,7 @@ def rank_pattern_config(
     target has its own entry anyway), ``lora_alpha``, ``rank_pattern`` and ``alpha_pattern``.
     ``k`` (the search's terms per layer) is required by ``scaling="fixed"``.
     """
-    ranks = _check_ranks(ranks)
+    ranks = check_ranks(ranks)
     if scaling not in SCALINGS:
         raise UserError(f"unknown scaling {scaling!r}; accepted: {', '.join(SCALINGS)}")
     kept = {n: r for n, r in ranks.items() if r > 0}
@@ -81,23 +71,3 @@ def rank_pattern_config(
         "rank_pattern": {pattern_key(n): r for n, r in kept.items()},
         "alpha_pattern": alpha_pattern,
     }
-
-
-def save_rank_pattern_json(ranks: Mapping[str, int], path: str | os.PathLike) -> Path:
-    """Write {full module name: rank} as JSON (readable by :func:`load_rank_pattern_json`)."""
-    ranks = _check_ranks(ranks)
-    return atomic_write_text(path, json.dumps(ranks, indent=2) + "\n")  # a reader never sees half a file
-
-
-def load_rank_pattern_json(path: str | os.PathLike) -> dict[str, int]:
-    """Read a file written by :func:`save_rank_pattern_json` (validated)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"rank pattern file {str(path)!r} does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"rank pattern file {str(path)!r} is not valid JSON ({e.msg})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"rank pattern file {str(path)!r} must hold an object {{module name: rank}}")
-    return _check_ranks(data)
