@@ -3,6 +3,7 @@
     pipeline (autolora_exp.pipeline)                 method (autolora_exp.methods.<name>)
     -----------------------------------------------  --------------------------------------------
     method = build(cfg.method)                        the class named by the schema's ``_target_``
+    method.check_precision(train.precision)           before anything loads (AutoLoRA: no fp16)
     if method.search_plan is not None:                a method that searches ranks
         D_tr, D_val = split of the training set         (plan: val_fraction, batch size, shares)
         found = method.search_ranks(SearchContext)    -> RankSearch: ranks, steps, passes, record,
@@ -13,6 +14,7 @@
                                                          None: ``found.model`` is final (DyLoRA)
     model = method.prepare(backbone, targets, heads)
     fit(model, method, ...)                           the loop calls the TrainingHooks below
+    (after_search -> None: found.model is evaluated once; result.json's per_epoch = found.epochs)
     method.ranks(model)                               per-layer ranks of the trained model
 
 The training loop (autolora_exp.train) sees a method only as :class:`TrainingHooks`; it never
