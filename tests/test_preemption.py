@@ -33,7 +33,8 @@ TWO_EPOCHS = [*TINY, "train.max_steps=null"]
 def comparable(result: dict) -> dict:
     """Every number of a result that a stop and resume must not change."""
     metrics = result["metrics"]
-    return {"ranks": result["ranks"], "search": result["search"] and {k: result["search"][k] for k in
+    # the search entry holds the searching method's own fields (issue 18): the grid has no alphas
+    return {"ranks": result["ranks"], "search": result["search"] and {k: result["search"].get(k) for k in
                                                                        ("ranks", "alphas", "steps")},
             "per_epoch": [(e["epoch"], e["step"], e["train_loss"], e["eval"]) for e in metrics["per_epoch"]],
             "final": metrics["final"], "best_epoch": metrics["best_epoch"], "test": metrics["test"]}
