@@ -182,3 +182,30 @@ def test_a_result_from_before_a_schema_key_was_added_is_reused_only_at_the_key_d
     reused = bench.reusable_result(tmp_path / "run", digest, current)
     assert sorted(reused["reused_with_added_keys"]) == ["method.search.patience", "train.warmup_ratio"]
     assert bench.reusable_result(tmp_path / "run", digest, moved) is None
+
+
+def test_a_result_from_before_task_search_epochs_was_dropped_is_reused(tmp_path):
+    """Issue 18 moved AutoLoRA's search length from task.search_epochs to the method: a stored
+    run whose config still has the key (its value now in method.search.epochs) is the same
+    computation; with method.search.epochs or anything else differing it is not."""
+    import copy
+
+    from omegaconf import OmegaConf
+
+    overrides = ["task=glue/rte", "model=tiny-roberta", "method=autolora", "train.max_steps=4"]
+    current = OmegaConf.to_container(bench.compose_config(overrides, tmp_path, REPO / "conf"), resolve=True)
+    assert current["method"]["search"]["epochs"] == 20 and "search_epochs" not in current["task"]
+    old = copy.deepcopy(current)
+    old["task"]["search_epochs"] = 20
+    dropped: list[str] = []
+    assert bench.added_keys_at_default(old, current, dropped) == [] and dropped == ["task.search_epochs"]
+    unknown = copy.deepcopy(current)
+    unknown["task"]["other_dropped_key"] = 1  # not in bench.DROPPED_KEYS: another config
+    assert bench.added_keys_at_default(unknown, current) is None
+    longer = copy.deepcopy(old)
+    longer["method"]["search"]["epochs"] = 50
+    assert bench.added_keys_at_default(longer, current) is None
+    results.atomic_write_json(tmp_path / "run" / results.RESULT_FILE,
+                              {"status": "completed", "config_hash": "old", "config": old})
+    reused = bench.reusable_result(tmp_path / "run", results.config_hash(current), current)
+    assert reused["reused_with_dropped_keys"] == ["task.search_epochs"] and reused["reused_with_added_keys"] == []

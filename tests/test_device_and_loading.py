@@ -113,6 +113,6 @@ def test_search_batch_size_reaches_the_search_loaders_and_the_device_is_resolved
                    "train.batch_size=8", "train.max_steps=null")
     result = run(cfg)
     n_tr = result["search"]["split"]["d_tr"]["rows"]
-    assert result["search"]["steps"] == -(-n_tr // 4) * cfg.task.search_epochs  # batches of 4, not 8
+    assert result["search"]["steps"] == -(-n_tr // 4) * cfg.method.search.epochs  # batches of 4, not 8
     assert result["env"]["device_info"]["precision"] == "fp32"
     assert len(calls) == 1 and capsys.readouterr().out.count("device: cpu (") == 1

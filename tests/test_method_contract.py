@@ -188,3 +188,19 @@ def test_a_method_defined_outside_the_package_runs_end_to_end_without_retrain(ma
     assert ranks == result["ranks"] == result["search"]["ranks"] and len(ranks) == 4  # 2 layers x query, value
     assert json.loads((out / "self_trained.json").read_text())["best_epoch"] in (1, 2)  # the method's artifact
     assert (out / "rank_heatmap.png").is_file()
+
+
+@pytest.mark.parametrize("overrides, epochs", [
+    (["task=glue/rte", "method=autolora"], 20),                      # the authors' glue_search.sh:13
+    (["task=glue/cola", "method=autolora_authors"], 20),
+    (["task=bionlp", "method=autolora_authors_bionlp"], 50),         # run_bionlp_search.py:66
+    (["task=bbc_news", "method=autolora", "train.epochs=7"], 7),    # other tasks: the retrain's epochs
+    (["task=glue/rte", "method=autolora", "debug=mini"], 2),         # a scale preset: train.search_epochs
+    (["task=glue/rte", "method=autolora", "train.search_epochs=3"], 3),
+    (["task=glue/rte", "method=autolora_fast"], 1),                  # a preset's own value wins
+])
+def test_autolora_search_epochs_per_task_live_with_the_method(overrides, epochs):
+    from conftest import compose
+
+    cfg = compose(overrides)
+    assert cfg.method.search.epochs == epochs and "search_epochs" not in cfg.task

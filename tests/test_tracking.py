@@ -26,7 +26,7 @@ TINY = ["debug=default", "model=tiny-roberta", "method=lora", "logger.mode=offli
 # Search 12 iterations (D_tr = 16 rows, batch 8, 6 epochs) logged every 2; retrain 2 epochs of 4
 # steps, every step logged. The search's last points (steps 10, 12) lie above the retrain's
 # first epoch (step 4): with one shared `step=` W&B would drop that epoch.
-SEARCH_THEN_RETRAIN = [*TINY, "method=autolora", "train.max_steps=null", "task.search_epochs=6",
+SEARCH_THEN_RETRAIN = [*TINY, "method=autolora", "train.max_steps=null", "method.search.epochs=6",
                        "method.search.log_every=2", "train.log_every=1"]
 
 

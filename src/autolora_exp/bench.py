@@ -242,13 +242,25 @@ def schema_default(config: dict[str, Any], path: tuple[str, ...]) -> Any:
         node = typing.get_type_hints(node).get(key) if not (depth == 0 and key == "method") else None
 
 
-def added_keys_at_default(stored: dict[str, Any], current: dict[str, Any]) -> list[str] | None:
+#: keys the schema no longer has, each with what now holds its effect on the numbers: a stored
+#: run that differs from the current config only by these (and by added keys at their defaults)
+#: computed what the current config computes
+DROPPED_KEYS: dict[tuple[str, ...], str] = {
+    # issue 18: AutoLoRA's search length moved to the method; the resolved method.search.epochs
+    # (compared like any key) holds the value, and no other method read it
+    ("task", "search_epochs"): "method.search.epochs",
+}
+
+
+def added_keys_at_default(stored: dict[str, Any], current: dict[str, Any],
+                          dropped: list[str] | None = None) -> list[str] | None:
     """Keys the current config has and a stored run's config lacks, when all sit at their schema defaults.
 
     ``[]`` when the configs are equal, the dotted names of the added keys when the stored config
     equals the current one without them and each holds its schema default (a key added to the
     schema after the run, which computes what the run computed), else None (another config).
-    Keys left out of the hash (results.UNHASHED_KEYS) are ignored.
+    Keys left out of the hash (results.UNHASHED_KEYS) are ignored; a key of the stored run
+    listed in :data:`DROPPED_KEYS` is ignored too and its dotted name appended to ``dropped``.
     """
     added: list[str] = []
 
@@ -256,8 +268,11 @@ def added_keys_at_default(stored: dict[str, Any], current: dict[str, Any]) -> li
         if path in results.UNHASHED_KEYS:
             return True
         if isinstance(a, dict) and isinstance(b, dict):
-            for key in set(a) - set(b):
-                if path + (key,) not in results.UNHASHED_KEYS:
+            for key in sorted(set(a) - set(b)):
+                if path + (key,) in DROPPED_KEYS:
+                    if dropped is not None:
+                        dropped.append(".".join(path + (key,)))
+                elif path + (key,) not in results.UNHASHED_KEYS:
                     return False  # the stored run had a key the schema no longer has
             for key in b:
                 if key not in a:
@@ -279,15 +294,19 @@ def added_keys_at_default(stored: dict[str, Any], current: dict[str, Any]) -> li
 def reusable_result(folder: Path, digest: str, current: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The finished result.json in ``folder`` when it computed this config: the same hash, or
     (given the ``current`` resolved config) the same config up to schema keys added since, at
-    their defaults (recorded in the result as ``reused_with_added_keys``)."""
+    their defaults (recorded in the result as ``reused_with_added_keys``) and keys dropped since
+    (:data:`DROPPED_KEYS`, recorded as ``reused_with_dropped_keys``)."""
     finished = results.finished_result(folder, digest)
     if finished is not None or current is None:
         return finished
     stored = _read_json(folder / results.RESULT_FILE)
     if stored.get("status") != "completed" or not isinstance(stored.get("config"), dict):
         return None
-    added = added_keys_at_default(stored["config"], current)
-    return None if added is None else stored | {"reused_with_added_keys": added}
+    dropped: list[str] = []
+    added = added_keys_at_default(stored["config"], current, dropped)
+    if added is None:
+        return None
+    return stored | {"reused_with_added_keys": added} | ({"reused_with_dropped_keys": dropped} if dropped else {})
 
 
 #: the files of a finished run that a committed store keeps (small JSON: no weights, no logs)

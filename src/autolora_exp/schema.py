@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import II, MISSING
+from omegaconf import MISSING
 
 from autolora_exp.contract import COUNT, discover_methods
 from autolora_exp.errors import UserError
@@ -94,8 +94,6 @@ class TaskConfig:
     test_split: Optional[str] = None
     #: tokens per sequence, special tokens included (each kind checks it against its tokenizer)
     max_length: int = accepts(128, ge=2)
-    #: AutoLoRA's search epochs for this task (the authors: GLUE 20, BioNLP 50); default: train.epochs
-    search_epochs: int = accepts(II("train.epochs"), **COUNT)
     #: sub-tokens shared by consecutive windows of a long sentence (token classification)
     stride: int = accepts(32, ge=0)
     #: seeded subsample sizes (``None`` = the whole split): training rows, and evaluation rows
@@ -136,6 +134,10 @@ class TrainConfig:
     max_grad_norm: float = accepts(1.0, ge=0)
     #: stop after this many optimiser steps (``None`` = the epochs); the debug preset uses it
     max_steps: Optional[int] = accepts(None, **COUNT)
+    #: a scale preset's length of every rank search that reads it (AutoLoRA's
+    #: ``method.search.epochs``): conf/debug/*.yaml search as many epochs as they retrain.
+    #: ``None`` = the method's own per-task length (AutoLoRA: the authors' GLUE 20, BioNLP 50)
+    search_epochs: Optional[int] = accepts(None, **COUNT)
     #: fp32 | bf16 | fp16: autocast of every forward (training, search, evaluation, decoding);
     #: fp16 adds a dynamic loss scale (training loop only; see autolora_exp.precision)
     precision: str = accepts("fp32", choices=PRECISIONS)

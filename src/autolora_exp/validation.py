@@ -157,7 +157,7 @@ def check_fields(node: Any, prefix: str = "", schema: type | None = None) -> Non
         if rule is None and not (hint is Any or dataclasses.is_dataclass(hint)):
             continue  # nothing to check, and nothing to resolve (e.g. a ``???`` output_dir)
         if isinstance(node, DictConfig) and OmegaConf.is_interpolation(node, f.name):
-            continue  # e.g. task.search_epochs: ${train.epochs}; the key it copies is checked itself
+            continue  # e.g. train.search_epochs: ${train.epochs}; the key it copies is checked itself
         value = getattr(node, f.name)
         if rule is not None:
             plain = _plain(value)

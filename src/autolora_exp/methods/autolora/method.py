@@ -5,7 +5,8 @@
     after_search:   a fresh peft LoRA whose ``rank_pattern`` holds exactly those ranks
                     (rank-0 layers get no LoRA), trained by the shared loop on D_tr + D_val
 
-Its schema (:class:`AutoLoRAConfig`) and table labels are registered here.
+Its schema (:class:`AutoLoRAConfig`), table labels and the per-task search length
+(:mod:`~autolora_exp.methods.autolora.search_epochs`) are registered here.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from autolora_exp.contract import (DROPOUT, LEARNING_RATE, LORA_ALPHA, Method, M
 from autolora_exp.methods.autolora.layer import inject_selection_lora
 from autolora_exp.methods.autolora.rank_pattern import SCALINGS, rank_pattern_config
 from autolora_exp.methods.autolora.search import SearchConfig, SearchResult, search
+from autolora_exp.methods.autolora.search_epochs import register_search_epochs_resolver
 from autolora_exp.methods.lora import LoRA
 from autolora_exp.precision import check_search_precision
 from autolora_exp.validation import accepts
@@ -49,6 +51,7 @@ TABLE_LABELS = {
 }
 
 register_method(MethodSpec("autolora", AutoLoRAConfig, table_labels=TABLE_LABELS))
+register_search_epochs_resolver()  # conf/method/autolora.yaml: search.epochs per task
 
 
 def search_result_found(result: SearchResult) -> RankSearch:
