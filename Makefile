@@ -26,7 +26,7 @@ BENCH_OUT ?= outputs/bench
 BENCH_STEP_ARGS ?= --threads 1 --repeats 7
 BENCH_COST_ARGS ?=
 # issue 15: every method at the settings the learning curves chose, 5 seeds (finished runs resume from docs/bench/runs)
-BENCH_QUALITY_ARGS ?= --settings docs/bench/curves.json --seeds 0,1,2,3,4
+BENCH_QUALITY_ARGS ?= --settings docs/bench/curves_glue.json --seeds 0,1,2,3,4
 # issue 15: the curves behind docs/bench/curves.md (finished runs are imported from docs/bench/runs)
 BENCH_CURVES_ARGS ?= --tasks stsb --poolings cls,mean --train-samples 512 --max-lengths 64 --epochs 12
 
