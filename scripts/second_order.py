@@ -43,7 +43,7 @@ from autolora_exp.kinds import make_kind  # noqa: E402
 from autolora_exp.methods.autolora import inject_selection_lora, selection_layers, selection_logits  # noqa: E402
 from autolora_exp.methods.autolora.search import BilevelSearch, default_loss_fn  # noqa: E402
 from autolora_exp.methods.autolora.threshold import threshold_ranks  # noqa: E402
-from autolora_exp.models import load_backbone, load_tokenizer  # noqa: E402
+from autolora_exp.models import load_backbone, load_tokenizer, target_modules  # noqa: E402
 from autolora_exp.pipeline import PHASE_SEEDS, load_task_data, split_for_search  # noqa: E402
 from autolora_exp.seeding import seed_everything  # noqa: E402
 from autolora_exp.train import epoch_batches  # noqa: E402
@@ -94,7 +94,7 @@ def run_search(method: str, args: argparse.Namespace) -> dict[str, Any]:
         for m in model.modules():
             if isinstance(m, nn.Dropout):
                 m.p = float(args.dropout)
-    inject_selection_lora(model, list(cfg.model.target_modules), k=search_cfg.k, gate=search_cfg.gate,
+    inject_selection_lora(model, target_modules(cfg.model), k=search_cfg.k, gate=search_cfg.gate,
                           lora_alpha=meth.lora_alpha, trainable_extra=list(cfg.model.head_modules),
                           selection_init=search_cfg.selection_init, train_backbone=search_cfg.train_backbone)
     engine = BilevelSearch(model, search_cfg, default_loss_fn)

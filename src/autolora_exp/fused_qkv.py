@@ -26,6 +26,11 @@ a model whose targets name no slice untouched. The split computes the frozen pro
 three matrix products instead of one: the outputs agree with the fused module's to float
 rounding, the parameter count is unchanged, and the state-dict keys of ``c_attn`` become
 ``c_attn.{q,k,v}.{weight,bias}``.
+
+GPT-2's other linear layers (``attn.c_proj``, ``mlp.c_fc``, ``mlp.c_proj``: the ``all_linear``
+preset) are Conv1D too; :func:`conv1d_as_linear` replaces each targeted one by the
+``nn.Linear`` with the transposed weight (``Conv1D(x) = x W + b = Linear(x)`` with weight
+``W^T``), so AutoLoRA's selection layer (``nn.Linear`` only) and peft see ordinary linears.
 """
 
 from __future__ import annotations
@@ -46,23 +51,28 @@ def _is_fused_qkv(module: nn.Module) -> bool:
     return isinstance(module, Conv1D) and module.weight.shape[1] % 3 == 0
 
 
+def _linear_of_columns(conv: nn.Module, columns: slice) -> nn.Linear:
+    """The ``nn.Linear`` computing output ``columns`` of a Conv1D: y = x W[:, c] + b[c], held as
+    Linear's weight W[:, c]^T (a copy, with the Conv1D's requires_grad)."""
+    weight, bias = conv.weight.detach()[:, columns], conv.bias.detach()[columns]
+    linear = nn.Linear(weight.shape[0], weight.shape[1], dtype=weight.dtype, device=weight.device)
+    with torch.no_grad():
+        linear.weight.copy_(weight.T)  # nn.Linear: y = x W^T + b
+        linear.bias.copy_(bias)
+    linear.weight.requires_grad_(conv.weight.requires_grad)
+    linear.bias.requires_grad_(conv.bias.requires_grad)
+    return linear
+
+
 class SplitQKV(nn.Module):
     """``[q(x) | k(x) | v(x)]`` with three ``nn.Linear`` holding the slices of a fused Conv1D."""
 
     def __init__(self, fused: nn.Module) -> None:
         super().__init__()
-        weight, bias = fused.weight.detach(), fused.bias.detach()  # Conv1D: weight (in, 3d), y = x W + b
-        in_features, out3 = weight.shape
+        in_features, out3 = fused.weight.shape  # Conv1D: weight (in, 3d), y = x W + b
         d = out3 // 3
-        factory = {"dtype": weight.dtype, "device": weight.device}
         for i, name in enumerate(SLICES):
-            linear = nn.Linear(in_features, d, **factory)
-            with torch.no_grad():
-                linear.weight.copy_(weight[:, i * d:(i + 1) * d].T)  # nn.Linear: y = x W^T + b
-                linear.bias.copy_(bias[i * d:(i + 1) * d])
-            linear.weight.requires_grad_(fused.weight.requires_grad)
-            linear.bias.requires_grad_(fused.bias.requires_grad)
-            self.add_module(name, linear)
+            self.add_module(name, _linear_of_columns(fused, slice(i * d, (i + 1) * d)))
         self.in_features, self.out_features = in_features, out3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -105,3 +115,22 @@ def split_fused_qkv(model: nn.Module, targets: list[str]) -> list[str]:
             setattr(model.get_submodule(parent_name) if parent_name else model, child, SplitQKV(module))
             split.append(name)
     return split
+
+
+def conv1d_as_linear(model: nn.Module, targets: list[str]) -> list[str]:
+    """Replace, in place, every ``Conv1D`` a target matches (name or name suffix, as peft) by the
+    equal ``nn.Linear``; returns their full names (empty when no target names a Conv1D).
+
+    Run after :func:`split_fused_qkv`: a fused c_attn that a ``.q/.k/.v`` target split is no
+    Conv1D any more; one that a target names whole becomes a single ``Linear(d, 3d)``.
+    """
+    from transformers.pytorch_utils import Conv1D
+
+    replaced = []
+    for name, module in list(model.named_modules()):
+        if name and isinstance(module, Conv1D) and any(name == t or name.endswith("." + t) for t in targets):
+            parent_name, _, child = name.rpartition(".")
+            linear = _linear_of_columns(module, slice(None))
+            setattr(model.get_submodule(parent_name) if parent_name else model, child, linear)
+            replaced.append(name)
+    return replaced

@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 from autolora_exp.errors import AssetMissingError, UserError
-from autolora_exp.fused_qkv import split_fused_qkv
+from autolora_exp.fused_qkv import conv1d_as_linear, split_fused_qkv
 from autolora_exp.library_output import load_quietly
 
 PACKAGED_PREFIX = "packaged:"
@@ -102,9 +102,26 @@ def load_backbone(model_cfg: Any, tokenizer: Any, auto_class: str, head_kwargs: 
     if model_cfg.get("pooling", "cls") != "cls":
         use_pooling(model, model_cfg.pooling, model_cfg.name)
     # targets such as ``c_attn.q`` name slices of GPT-2's fused q/k/v projection: split it so
-    # that every method adapts the slices as ordinary linear layers (see autolora_exp.fused_qkv)
-    split_fused_qkv(model, list(model_cfg.target_modules))
+    # that every method adapts the slices as ordinary linear layers, and any other targeted
+    # Conv1D (GPT-2's c_proj, c_fc) becomes the equal nn.Linear (see autolora_exp.fused_qkv)
+    targets = target_modules(model_cfg)
+    split_fused_qkv(model, targets)
+    conv1d_as_linear(model, targets)
+    check_adaptable(model, targets, list(model_cfg.head_modules))
     return model
+
+
+def target_modules(model_cfg: Any) -> list[str]:
+    """The module-name suffixes ``model.target_modules`` names: the list itself, or, when it is a
+    string, the model's preset of that name (``model.target_presets``, e.g. ``all_linear``)."""
+    targets = model_cfg.target_modules
+    if not isinstance(targets, str):
+        return [str(t) for t in targets]
+    presets = model_cfg.get("target_presets") or {}
+    if targets not in presets:
+        raise UserError(f"model.target_modules={targets!r} is not a preset of model '{model_cfg.name}'; its presets: "
+                        f"{', '.join(presets) or '(none)'} (or give a list of module names, e.g. [query,value])")
+    return [str(t) for t in presets[targets]]
 
 
 #: model.pooling values: what the sequence head's pooler reads
@@ -188,6 +205,27 @@ def check_target_modules(model: nn.Module, targets: list[str]) -> list[str]:
             )
         matched += hits
     return sorted(set(matched))
+
+
+def check_adaptable(model: nn.Module, targets: list[str], heads: list[str]) -> list[str]:
+    """The full names of the layers ``targets`` match (:func:`check_target_modules`), each checked
+    to be a linear layer (``nn.Linear``, or GPT-2's ``Conv1D``) outside the task head: a LoRA
+    update ``W + B A`` needs a weight matrix, and the head is trained whole by every method
+    (``model.head_modules``), never adapted. Fails naming the first layer that is not."""
+    from transformers.pytorch_utils import Conv1D
+
+    names = check_target_modules(model, targets)
+    head_names = [n for n, _ in model.named_modules() if n and any(n == h or n.endswith("." + h) for h in heads)]
+    for name in names:
+        module = model.get_submodule(name)
+        if not isinstance(module, (nn.Linear, Conv1D)):
+            raise UserError(f"model.target_modules: '{name}' is a {type(module).__name__}, not a linear layer "
+                            "(nn.Linear or Conv1D); name the linear layers to adapt")
+        head = next((h for h in head_names if name == h or name.startswith(h + ".")), None)
+        if head is not None:
+            raise UserError(f"model.target_modules: '{name}' is part of the task head '{head}' (model.head_modules), "
+                            "which every method trains whole; leave it out of the targets")
+    return names
 
 
 def check_head_modules(model: nn.Module, heads: list[str]) -> None:

@@ -44,7 +44,7 @@ from autolora_exp.errors import UserError
 from autolora_exp.kinds import TaskKind, make_kind
 from autolora_exp.library_output import quiet_libraries
 from autolora_exp.contract import Method, RankSearch, SearchContext
-from autolora_exp.models import check_head_modules, count_parameters, load_backbone, load_tokenizer
+from autolora_exp.models import check_head_modules, count_parameters, load_backbone, load_tokenizer, target_modules
 from autolora_exp.plots import rank_heatmap
 from autolora_exp.precision import Precision, allow_tf32, check_precision
 from autolora_exp.rank_pattern_file import save_rank_pattern_json
@@ -303,6 +303,7 @@ def _run_in(cfg: DictConfig, output_dir: Path, stop: StopSignal | None) -> dict[
     except UserError as err:
         results.write_failure(output_dir, "config", err, config, digest)
         raise
+    cfg.model.target_modules = target_modules(cfg.model)  # a preset name (all_linear) -> its module names
     finished = results.finished_result(output_dir, digest)
     if finished is not None:
         print(f"already finished (same config): {output_dir / results.RESULT_FILE}", flush=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from autolora_exp.contract import COUNT, discover_methods
 from autolora_exp.errors import UserError
@@ -39,8 +39,11 @@ class ModelConfig:
     from_config: Optional[dict[str, Any]] = None
     #: tokenizer source when it differs from ``pretrained`` (random models borrow one)
     tokenizer: Optional[str] = None
-    #: modules LoRA-style methods adapt (matched as a suffix of the full module name)
-    target_modules: list[str] = accepts(factory=lambda: ["query", "value"], min_items=1)
+    #: modules LoRA-style methods adapt (matched as a suffix of the full module name), or the
+    #: name of one of ``target_presets`` (``all_linear``); models.target_modules resolves it
+    target_modules: Any = field(default_factory=lambda: ["query", "value"])
+    #: named target lists of this model: ``all_linear`` = every linear layer of the blocks
+    target_presets: dict[str, list[str]] = field(default_factory=dict)
     #: the task head, trained by every method
     head_modules: list[str] = field(default_factory=lambda: ["classifier"])
     #: what a BERT-style sequence head pools: ``cls`` (the model's own pooler on [CLS]) or
@@ -48,6 +51,17 @@ class ModelConfig:
     pooling: str = "cls"
     #: ``None`` = the library default (sdpa); ``eager`` is needed for the exact hypergradient
     attn_implementation: Optional[str] = None
+
+    @staticmethod
+    def check_relations(model: Any, prefix: str = "model.") -> None:
+        from autolora_exp.models import target_modules
+
+        targets = target_modules(model)  # a preset name is one of the model's presets
+        if not targets or not all(targets):
+            shown = OmegaConf.to_container(model.target_modules) if OmegaConf.is_config(model.target_modules) \
+                else model.target_modules
+            raise UserError(f"{prefix}target_modules={shown} is not accepted; use a non-empty list of module "
+                            f"names or a preset of the model ({', '.join(model.get('target_presets') or {})})")
 
 
 @dataclass
