@@ -6,8 +6,10 @@ name.endswith("." + t)``. A short key such as ``layer.1.attention.self.query`` w
 regex in which '.' matches any character; keys here are therefore full module names passed
 through ``re.escape``: the only module matching the key of ``...layer.1...query`` is that
 module (``...layer.11...query`` does not end with it), and the retrain gets exactly the
-searched rank in every layer. Layers with rank 0 (possible with the sigmoid gate) are left out
-of ``target_modules``: they get no LoRA at all.
+searched rank in every layer. Layers with rank 0 (the sigmoid rule, ``search.min_rank`` 0) are
+left out of ``target_modules``: they get no LoRA at all. When every layer has rank 0 there is
+nothing to retrain: a UserError (the retrain would train the head alone, which is no AutoLoRA
+result), naming ``search.min_rank=1``.
 
 Scaling (peft computes ``scaling = lora_alpha / r`` per layer):
 
@@ -57,7 +59,10 @@ def rank_pattern_config(
         raise UserError(f"unknown scaling {scaling!r}; accepted: {', '.join(SCALINGS)}")
     kept = {n: r for n, r in ranks.items() if r > 0}
     if not kept:
-        raise UserError(f"every searched layer has rank 0 ({len(ranks)} layers); there is no LoRA to retrain")
+        # a retrain of the head alone would be reported as AutoLoRA without any LoRA: refused
+        raise UserError(f"every searched layer has rank 0 ({len(ranks)} layers): no layer would get LoRA and the "
+                        "retrain would train the head alone; set method.search.min_rank=1 to keep LoRA on every "
+                        "layer (the search's outcome stays in the run folder: search.json, rank_pattern.json)")
     alpha_pattern: dict[str, float] = {}
     if scaling == "fixed":
         if not k or k < 1:

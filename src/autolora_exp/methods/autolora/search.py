@@ -71,6 +71,9 @@ class SearchConfig:
     #: beta -> rank rule: "softmax" (1/k), "linear" (beta / sum(beta) >= 1/k, the authors' GLUE
     #: code), "mean", "sigmoid" (0.5); None: the gate's own (softmax / mean / sigmoid)
     threshold: str | None = accepts(None, choices=THRESHOLDS)
+    #: floor on every layer's rank after the rule: 0 (none) lets a layer get rank 0, i.e. no LoRA
+    #: in the retrain (only the sigmoid rule gives 0); 1 keeps LoRA on every layer
+    min_rank: int = accepts(0, ge=0)
     #: "darts" (finite difference), "exact" (second order), "first_order" (eta = 0)
     hypergrad: str = accepts("darts", choices=hg.HYPERGRAD_MODES)
     #: "sgd" (paper, eq. 4) or "betty" (the authors' code: the real optimiser step is the look-ahead)
@@ -154,6 +157,9 @@ class SearchConfig:
         if cfg.selection_init is not None:
             check_selection_init(cfg.gate, cfg.selection_init)
         resolve_threshold(cfg.threshold, cfg.gate, cfg.k, cfg.selection_init)
+        if cfg.min_rank > cfg.k:
+            raise UserError(f"{prefix}min_rank={cfg.min_rank} is not accepted with {prefix}k={cfg.k}; use an integer "
+                            f"in [0, {cfg.k}] (0: a layer may get rank 0, i.e. no LoRA)")
 
     @property
     def threshold_rule(self) -> str:
@@ -360,7 +366,7 @@ def search(
         set_rng_state(state["rng"])
         window.load_state(state.get("loss_window"), device)
         if config.patience and history[-1]["step"] == step:
-            reason = stop_reason(history, rule, config.patience, config.stop_tolerance)
+            reason = stop_reason(history, rule, config.patience, config.stop_tolerance, config.min_rank)
             converged_at = step if reason else None  # stopped right after the convergence test passed
 
     def log(at: int) -> None:
@@ -402,10 +408,11 @@ def search(
                 if step % config.log_every == 0 or step == total:
                     watch.read(step)
                     log(step)
-                    ranks = threshold_ranks(history[-1]["selection_logits"], rule)
+                    ranks = threshold_ranks(history[-1]["selection_logits"], rule, config.min_rank)
                     bar.set_postfix(mean_rank=f"{sum(ranks.values()) / len(ranks):.2f}")
                     if config.patience:
-                        reason = stop_reason(history, rule, config.patience, config.stop_tolerance)
+                        reason = stop_reason(history, rule, config.patience, config.stop_tolerance,
+                                             config.min_rank)
                         if reason:
                             converged_at = step
                             bar.write(f"autolora search: stopped at step {step} of {total}: {reason}")
@@ -420,7 +427,7 @@ def search(
     final = selection_logits(model)
     result = SearchResult(
         alphas=alphas(model),
-        ranks=threshold_ranks(final, rule),
+        ranks=threshold_ranks(final, rule, config.min_rank),
         steps=step,
         passes_per_iteration=passes,
         history=history,
@@ -441,11 +448,13 @@ def ranks_stable(history: list[dict[str, Any]], rule: str, patience: int) -> boo
     return stop_reason(history, rule, patience, 0.0) is not None
 
 
-def stop_reason(history: list[dict[str, Any]], rule: str, patience: int, tolerance: float = 0.0) -> str | None:
+def stop_reason(history: list[dict[str, Any]], rule: str, patience: int, tolerance: float = 0.0,
+                min_rank: int = 0) -> str | None:
     """The convergence test of ``patience``: why the search may stop now, or None.
 
     Over the last ``patience`` + 1 alpha logs (step 0, beta = init, excluded), with r_l(t) the
-    rank of layer l (threshold ``rule`` on the logged beta) at log t and t_0 the window's first log,
+    rank of layer l (threshold ``rule`` and floor ``min_rank`` on the logged beta) at log t and t_0
+    the window's first log,
 
         max_t  (1/L) sum_l |r_l(t) - r_l(t_0)|  <=  tolerance         (L layers)
 
@@ -454,8 +463,8 @@ def stop_reason(history: list[dict[str, Any]], rule: str, patience: int, toleran
     logs = [h for h in history if h["step"] > 0][-(patience + 1):]
     if len(logs) < patience + 1:
         return None
-    first = threshold_ranks(logs[0]["selection_logits"], rule)
-    change = max(rank_distance(first, threshold_ranks(h["selection_logits"], rule)) for h in logs[1:])
+    first = threshold_ranks(logs[0]["selection_logits"], rule, min_rank)
+    change = max(rank_distance(first, threshold_ranks(h["selection_logits"], rule, min_rank)) for h in logs[1:])
     if change > tolerance:
         return None
     return (f"ranks stable: mean |rank change| per layer {change:.3g} <= {tolerance:g} over {patience + 1} alpha "

@@ -9,6 +9,10 @@ the layer keeps rank = #{j : x_j >= lambda}:
     mean     x = beta,             lambda = mean(beta)   ablation "w/o constraint" (alpha = beta)
     sigmoid  x = sigmoid(beta),    lambda = 0.5          ablation "sigmoid"; rank 0 is possible
 
+A floor ``min_rank`` (``search.min_rank``, default 0: none) then gives
+
+    rank = max(min_rank, #{j : x_j >= lambda})
+
 The rule is a key of its own, independent of the gate that weights the rank-1 terms in the
 search: the authors' GLUE search gates with softmax (their loralib/layers.py:149) and
 thresholds linearly. ``None`` picks the gate's own rule (:data:`GATE_THRESHOLD`).
@@ -17,7 +21,11 @@ How the rules relate: for sum(beta) > 0 the linear rule keeps exactly the mean r
 (beta_j / S >= 1/k  <=>  beta_j >= S/k); for sum(beta) < 0 it inverts (keeps the lowest). The
 softmax rule keeps beta_j >= log(mean_j exp(beta_j)) >= mean(beta) (Jensen), so it never keeps
 more than the mean rule: for beta = [3,1,1,1,1,1,0,0] softmax keeps 1 term, linear and mean 6.
-softmax, mean and (for sum > 0) linear always keep rank >= 1; sigmoid can give rank 0.
+Which rules can give rank 0 (the layer then gets no LoRA in the retrain): only sigmoid.
+softmax: max_j alpha_j >= mean_j alpha_j = 1/k; mean: max_j beta_j >= mean(beta); linear: for
+sum > 0 as mean, for sum < 0 it keeps min_j beta_j <= mean(beta). So with the paper's gate the
+search cannot drop a layer; with the sigmoid gate (``method=autolora_sigmoid``) it can, and
+``min_rank=1`` keeps LoRA on every layer there.
 """
 
 from __future__ import annotations
@@ -90,18 +98,18 @@ def rule_values(beta: Sequence[float] | torch.Tensor, rule: str) -> tuple[list[f
     return [1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x)) for x in b], 0.5
 
 
-def threshold(beta: Sequence[float] | torch.Tensor, rule: str) -> int:
-    """rank = #{j : x_j >= lambda} for one layer's beta under ``rule``."""
+def threshold(beta: Sequence[float] | torch.Tensor, rule: str, min_rank: int = 0) -> int:
+    """rank = max(min_rank, #{j : x_j >= lambda}) for one layer's beta under ``rule``."""
     values, lam = rule_values(beta, rule)
     # slack proportional to |lambda| so a value equal to lambda up to float32 rounding counts
     cut = lam - THRESHOLD_RTOL * max(abs(lam), 1e-12)
-    return sum(1 for x in values if x >= cut)
+    return max(min_rank, sum(1 for x in values if x >= cut))
 
 
-def threshold_ranks(betas_by_layer: Mapping[str, Sequence[float]], rule: str) -> dict[str, int]:
-    """{layer name: rank} in the input's order; rank 0 (sigmoid only) means 'no LoRA here'."""
+def threshold_ranks(betas_by_layer: Mapping[str, Sequence[float]], rule: str, min_rank: int = 0) -> dict[str, int]:
+    """{layer name: rank} in the input's order; rank 0 (sigmoid only, ``min_rank`` 0) means 'no LoRA here'."""
     check_threshold(rule)
-    return {name: threshold(beta, rule) for name, beta in betas_by_layer.items()}
+    return {name: threshold(beta, rule, min_rank) for name, beta in betas_by_layer.items()}
 
 
 def _as_floats(beta: Sequence[float] | torch.Tensor) -> list[float]:
