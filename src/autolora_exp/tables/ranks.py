@@ -1,8 +1,9 @@
 """Figure 3: the rank AutoLoRA learns for every LoRA layer (QQP, MNLI, E2E in the paper).
 
-One heatmap per (task, model, method) with a search: projections x blocks, each cell the
-layer's rank. Over seeds a layer's rank is summarised by its lower median (an observed rank,
-so the map still shows integers); the title says how many seeds. A table gives the mean
+One heatmap per (task, model, method) with a search: layer types x blocks, each cell the
+layer's rank (rank 0, no LoRA, in grey: :func:`~autolora_exp.plots.rank_heatmap`). Over seeds a
+layer's rank is summarised by its lower median (an observed rank, so the map still shows
+integers); the title says how many seeds. A table gives the mean
 learned rank per run (the statistic the authors' recorded searches report), aggregated over
 seeds.
 """
@@ -58,7 +59,8 @@ def figure3(col: Collection, experiment: str) -> Section:
                     heatmap_png, ranks=ranks,
                     title=f"{task_label(task)} | {model} | {label} | n={len(searched)}")
     section.tables.append(Table(title + ": mean rank per layer", ["Task", "Model", "Method", "Mean rank"], rows,
-                                ["Mean over the LoRA layers of the rank the search found (k = 8: ranks 1..8), "
+                                ["Mean over the searched layers of the rank the search found (k = 8: ranks 0..8; 0, no "
+                                 "LoRA on the layer, only under the sigmoid rule), "
                                  "median over seeds [min–max], n = seeds. The heatmaps show each layer's "
                                  "lower-median rank over the seeds."]))
     return section
