@@ -8,8 +8,9 @@ selection logits beta (one vector of length k per layer):
     none     alpha = beta                   ablation "w/o constraint" (section 5.5)
     sigmoid  alpha_j = sigmoid(beta_j)      ablation "sigmoid" (section 5.5)
 
-After the search, :mod:`~autolora_exp.methods.autolora.threshold` turns beta into ranks (its
-rule is a setting of its own; by default the gate's: softmax 1/k, none mean, sigmoid 0.5).
+After the search, :mod:`~autolora_exp.methods.autolora.threshold` turns beta into ranks: the
+one place of the beta -> rank rules and their formulas (a setting of its own; by default the
+gate's, ``threshold.GATE_THRESHOLD``). No rule is written here.
 """
 
 from __future__ import annotations
