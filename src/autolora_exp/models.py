@@ -117,7 +117,7 @@ def target_modules(model_cfg: Any) -> list[str]:
     targets = model_cfg.target_modules
     if not isinstance(targets, str):
         return [str(t) for t in targets]
-    presets = model_cfg.get("target_presets") or {}
+    presets = getattr(model_cfg, "target_presets", None) or {}
     if targets not in presets:
         raise UserError(f"model.target_modules={targets!r} is not a preset of model '{model_cfg.name}'; its presets: "
                         f"{', '.join(presets) or '(none)'} (or give a list of module names, e.g. [query,value])")

@@ -61,7 +61,7 @@ class ModelConfig:
             shown = OmegaConf.to_container(model.target_modules) if OmegaConf.is_config(model.target_modules) \
                 else model.target_modules
             raise UserError(f"{prefix}target_modules={shown} is not accepted; use a non-empty list of module "
-                            f"names or a preset of the model ({', '.join(model.get('target_presets') or {})})")
+                            f"names or a preset of the model ({', '.join(model.target_presets or {})})")
 
 
 @dataclass
