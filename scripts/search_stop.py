@@ -32,31 +32,34 @@ from autolora_exp.methods.autolora.search import rank_distance, stop_reason
 from autolora_exp.methods.autolora.threshold import resolve_threshold, threshold_ranks
 
 
-def replay(history: list[dict[str, Any]], rule: str, patience: int, tolerance: float) -> dict[str, Any] | None:
+def replay(history: list[dict[str, Any]], rule: str, patience: int, tolerance: float,
+           min_rank: int = 0) -> dict[str, Any] | None:
     """The first alpha log at which ``stop_reason`` fires on the history up to it, or None."""
     for i, entry in enumerate(history):
-        reason = stop_reason(history[: i + 1], rule, patience, tolerance)
+        reason = stop_reason(history[: i + 1], rule, patience, tolerance, min_rank)
         if entry["step"] > 0 and reason:
-            return {"step": entry["step"], "reason": reason, "ranks": threshold_ranks(entry["selection_logits"], rule)}
+            return {"step": entry["step"], "reason": reason,
+                    "ranks": threshold_ranks(entry["selection_logits"], rule, min_rank)}
     return None
 
 
 def analyse(search: dict[str, Any], patiences: list[int], tolerances: list[float], every: int) -> dict[str, Any]:
     cfg = search["config"]
     rule = resolve_threshold(cfg["threshold"], cfg["gate"], cfg["k"], cfg["selection_init"])
+    floor = cfg.get("min_rank", 0)  # search.min_rank (searches recorded before it had none: 0)
     logs = search["history"]
     history = [h for i, h in enumerate(logs) if i % every == 0 or i == len(logs) - 1]
-    final = threshold_ranks(search["selection_logits"], rule)
+    final = threshold_ranks(search["selection_logits"], rule, floor)
     path = []
     for h in history:
-        ranks = threshold_ranks(h["selection_logits"], rule)
+        ranks = threshold_ranks(h["selection_logits"], rule, floor)
         path.append({"step": h["step"], "rank_distance": rank_distance(final, ranks),
                      "layers_same_rank": sum(ranks[k] == v for k, v in final.items()),
                      "mean_rank": sum(ranks.values()) / len(ranks)})
     stops = []
     for p in patiences:
         for tol in tolerances:
-            hit = replay(history, rule, p, tol)
+            hit = replay(history, rule, p, tol, floor)
             row: dict[str, Any] = {"patience": p, "tolerance": tol, "fires_at": hit["step"] if hit else None}
             if hit:
                 row |= {"share_of_search": hit["step"] / search["steps"], "reason": hit["reason"],
