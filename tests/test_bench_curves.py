@@ -209,3 +209,22 @@ def test_a_result_from_before_task_search_epochs_was_dropped_is_reused(tmp_path)
                               {"status": "completed", "config_hash": "old", "config": old})
     reused = bench.reusable_result(tmp_path / "run", results.config_hash(current), current)
     assert reused["reused_with_dropped_keys"] == ["task.search_epochs"] and reused["reused_with_added_keys"] == []
+
+
+def test_a_result_from_before_the_target_presets_is_reused_while_no_preset_is_used(tmp_path):
+    """Issue 18 added model.target_presets (valued by each model config, so never at the schema
+    default) and method.search.min_rank (default 0): committed runs that list their target
+    modules computed what they compute now; a run naming a preset is another config."""
+    import copy
+
+    from omegaconf import OmegaConf
+
+    overrides = ["debug=default", "model=tiny-roberta", "method=autolora"]
+    current = OmegaConf.to_container(bench.compose_config(overrides, tmp_path, REPO / "conf"), resolve=True)
+    assert current["model"]["target_presets"]["all_linear"] and isinstance(current["model"]["target_modules"], list)
+    old = copy.deepcopy(current)
+    del old["model"]["target_presets"], old["method"]["search"]["min_rank"]
+    assert sorted(bench.added_keys_at_default(old, current)) == ["method.search.min_rank", "model.target_presets"]
+    preset = OmegaConf.to_container(bench.compose_config(overrides + ["model.target_modules=all_linear"], tmp_path,
+                                                         REPO / "conf"), resolve=True)
+    assert bench.added_keys_at_default(old, preset) is None

@@ -252,9 +252,23 @@ DROPPED_KEYS: dict[tuple[str, ...], str] = {
 }
 
 
+def _presets_unused(current: dict[str, Any]) -> bool:
+    """``model.target_presets`` only matter when ``model.target_modules`` names one of them."""
+    return not isinstance((current.get("model") or {}).get("target_modules"), str)
+
+
+#: keys added since a stored run that do not change what it computed under a condition of the
+#: current config (checked with it), whatever their value (model configs give them values)
+ADDED_KEYS_WITHOUT_EFFECT: dict[tuple[str, ...], Any] = {
+    # issue 18: the per-model presets of model.target_modules; a run that lists its modules uses none
+    ("model", "target_presets"): _presets_unused,
+}
+
+
 def added_keys_at_default(stored: dict[str, Any], current: dict[str, Any],
                           dropped: list[str] | None = None) -> list[str] | None:
-    """Keys the current config has and a stored run's config lacks, when all sit at their schema defaults.
+    """Keys the current config has and a stored run's config lacks, when all sit at their schema
+    defaults or are without effect on it (:data:`ADDED_KEYS_WITHOUT_EFFECT`).
 
     ``[]`` when the configs are equal, the dotted names of the added keys when the stored config
     equals the current one without them and each holds its schema default (a key added to the
@@ -277,6 +291,10 @@ def added_keys_at_default(stored: dict[str, Any], current: dict[str, Any],
             for key in b:
                 if key not in a:
                     if path + (key,) in results.UNHASHED_KEYS:
+                        continue
+                    unused = ADDED_KEYS_WITHOUT_EFFECT.get(path + (key,))
+                    if unused is not None and unused(current):
+                        added.append(".".join(path + (key,)))
                         continue
                     default = schema_default(current, path + (key,))
                     if default is _NO_DEFAULT or json.dumps(default, sort_keys=True, default=str) != json.dumps(
