@@ -199,6 +199,12 @@ class Method(TrainingHooks):
         """Per-layer ranks (full module name -> rank) when the method has them."""
         return None
 
+    def parameter_counts(self, model: nn.Module) -> dict[str, int]:
+        """Counts of the trained model that result.json's ``params`` adds to ``trainable`` and
+        ``total`` (taken when training starts): e.g. SoRA's ``effective``, the trainable
+        parameters left once its zero gates are pruned. Default: none."""
+        return {}
+
 
 # ---- configuration and registration ---------------------------------------------------------
 

@@ -1,0 +1,245 @@
+"""SoRA (methods/sora): the gated layer, the proximal step, the ranks, the parameter counts.
+
+The layer is checked against peft's LoRA (g = 1), the proximal step against its formula written
+out element by element, the optimiser groups against the authors' separate gate optimiser's
+settings, and the pruned LoRA against the gated layer's output.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from autolora_exp.checkpoint import load_trainable_state, trainable_state
+from autolora_exp.errors import UserError
+from autolora_exp.methods.sora import SoRA
+from autolora_exp.methods.sora.layer import SoRALinear, effective_parameters, pruned_lora, sora_layers
+from autolora_exp.methods.sora.proximal import authors_threshold, proximal_step, soft_threshold
+from test_methods_baselines import HEADS, HIDDEN, LABELS, QV_LAYERS, TARGETS, head_param_count, tiny_loader, tiny_roberta
+
+
+def sora_model(seed: int = 0, **settings) -> tuple[nn.Module, SoRA]:
+    method = SoRA(**settings)
+    model = method.prepare(tiny_roberta(seed, dropout=0.0), TARGETS, HEADS)
+    return model, method
+
+
+def train_steps(model: nn.Module, method: SoRA, n: int, lr: float = 1e-2) -> torch.optim.Optimizer:
+    """The shared loop's order of hooks (contract.TrainingHooks), without its schedule."""
+    optimizer = torch.optim.AdamW(method.param_groups(model, 0.1), lr=lr)
+    model.train()
+    for step, batch in enumerate(tiny_loader(n)):
+        method.on_step_begin(model, step)
+        loss = method.training_loss(model, model(**batch))
+        loss.backward()
+        optimizer.step()
+        method.on_step_end(model, step + 1, optimizer)
+        optimizer.zero_grad(set_to_none=True)
+    return optimizer
+
+
+def logits(model: nn.Module, seed: int = 5) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        batch = tiny_loader(1, seed=seed)[0]
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
+# ---- the layer ------------------------------------------------------------------------------
+
+
+def test_forward_equals_peft_lora_when_every_gate_is_one():
+    """h = W0 x + (alpha / r) B diag(g) A x is peft's LoRA at g = 1 (same A, B, alpha, r)."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = get_peft_model(tiny_roberta(0, dropout=0.0),
+                          LoraConfig(r=4, lora_alpha=16, lora_dropout=0.0, target_modules=TARGETS, modules_to_save=HEADS))
+    sora, _ = sora_model(0, r_max=4, lora_alpha=16, gate_init="ones")
+    torch.manual_seed(1)
+    layers = sora_layers(sora)
+    assert sorted(layers) == QV_LAYERS
+    for name, layer in layers.items():
+        peft_layer = lora.get_submodule(f"base_model.model.{name}")
+        with torch.no_grad():
+            peft_layer.lora_B["default"].weight.normal_()  # B = 0 at init: make the update visible
+            layer.lora_A.copy_(peft_layer.lora_A["default"].weight)
+            layer.lora_B.copy_(peft_layer.lora_B["default"].weight)
+    out = logits(sora)
+    assert not torch.allclose(out, logits(tiny_roberta(0, dropout=0.0)))  # the update does change the output
+    torch.testing.assert_close(out, logits(lora), rtol=1e-5, atol=1e-6)
+
+
+def test_gates_scale_their_components_and_a_zero_gate_removes_one():
+    base = nn.Linear(6, 5)
+    layer = SoRALinear(base, r_max=3, lora_alpha=6.0, gate_init="normal")
+    with torch.no_grad():
+        layer.lora_B.normal_()
+        layer.gate.copy_(torch.tensor([0.5, 0.0, -2.0]))
+    x = torch.randn(4, 6)
+    a, b = layer.lora_A.detach(), layer.lora_B.detach()
+    expected = base(x) + (6.0 / 3) * sum(g * torch.outer(b[:, j], a[j]) for j, g in ((0, 0.5), (2, -2.0))).matmul(x.T).T
+    torch.testing.assert_close(layer(x), expected)
+    assert layer.rank() == 2
+
+
+def test_pruned_lora_computes_the_gated_update():
+    layer = SoRALinear(nn.Linear(7, 9), r_max=5, lora_alpha=10.0)
+    with torch.no_grad():
+        layer.lora_B.normal_()
+        layer.gate.copy_(torch.tensor([0.0, 1.5, 0.0, -0.25, 3.0]))
+    a, b = pruned_lora(layer)
+    assert a.shape == (3, 7) and b.shape == (9, 3)
+    x = torch.randn(2, 7)
+    torch.testing.assert_close(layer.scaling * (x @ a.T) @ b.T, layer.delta(x))
+
+
+def test_only_the_factors_gates_and_head_train():
+    model, _ = sora_model()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    expected = {f"{layer}.{p}" for layer in QV_LAYERS for p in ("lora_A", "lora_B", "gate")}
+    assert {n for n in trainable if not n.startswith("classifier.")} == expected
+    assert sum(p.numel() for n, p in model.named_parameters() if n.startswith("classifier.")) == \
+        head_param_count(HIDDEN, LABELS)
+    assert all(p.requires_grad for n, p in model.named_parameters() if n.startswith("classifier."))
+
+
+# ---- the proximal step ----------------------------------------------------------------------
+
+
+def test_soft_threshold_is_the_formula():
+    """T_xi(g) = g - xi if g > xi, g + xi if g < -xi, else 0 (values exact in binary)."""
+    xi = 0.25
+    g = torch.tensor([1.0, 0.375, 0.25, 0.125, 0.0, -0.125, -0.375, -1.0])
+    expected = [x - xi if x > xi else x + xi if x < -xi else 0.0 for x in g.tolist()]
+    assert soft_threshold(g, xi).tolist() == expected == [0.75, 0.125, 0.0, 0.0, 0.0, 0.0, -0.125, -0.75]
+
+
+def test_authors_masks_also_zero_what_lies_between_xi_and_two_xi():
+    """TsinghuaC3I/SoRA src/sparse_optimizer.py:116-119 applied in sequence."""
+    g = torch.tensor([1.0, 0.375, 0.125, 0.0, -0.125, -0.375, -1.0])
+    assert authors_threshold(g, 0.25).tolist() == [0.75, 0.0, 0.0, 0.0, 0.0, 0.0, -0.75]
+    assert g.tolist()[1] == 0.375  # on a copy
+
+
+def test_on_step_end_thresholds_the_gates_after_the_optimiser_step():
+    """g_{t+1} = T_xi(AdamW step of g): the hook applies the formula to what the optimiser left."""
+    model, method = sora_model(xi=0.05, l1_weight=0.0)
+    optimizer = torch.optim.AdamW(method.param_groups(model, 0.1), lr=1e-2)
+    loss = method.training_loss(model, model(**tiny_loader(1)[0]))
+    loss.backward()
+    optimizer.step()
+    stepped = {n: layer.gate.detach().clone() for n, layer in sora_layers(model).items()}
+    others = {n: p.detach().clone() for n, p in model.named_parameters() if not n.endswith(".gate")}
+    method.on_step_end(model, 1, optimizer)
+    for name, layer in sora_layers(model).items():
+        assert torch.equal(layer.gate, soft_threshold(stepped[name], 0.05))
+    assert all(torch.equal(p, others[n]) for n, p in model.named_parameters() if not n.endswith(".gate"))
+
+
+def test_proximal_rule_authors_is_applied_when_chosen():
+    g = torch.tensor([1.0, 0.375, 0.125])
+    proximal_step([g], 0.25, "authors")
+    assert g.tolist() == [0.75, 0.0, 0.0]
+
+
+def test_gates_reach_zero_under_a_large_threshold_and_ranks_count_them():
+    model, method = sora_model(xi=0.5, gate_init="normal")
+    r_max = 8
+    assert method.ranks(model) == {name: r_max for name in QV_LAYERS}  # N(0, 1) draws are not 0
+    before = {n: layer.gate.detach().abs() for n, layer in sora_layers(model).items()}
+    train_steps(model, method, 3)
+    ranks = method.ranks(model)
+    gates = {n: layer.gate.detach() for n, layer in sora_layers(model).items()}
+    assert ranks == {n: int((g != 0).sum()) for n, g in gates.items()}
+    assert sum(ranks.values()) < r_max * len(QV_LAYERS)  # some went to exactly zero
+    # 3 steps of AdamW at lr 1e-2 move a gate by at most ~3e-2; 3 thresholds take 1.5 off it
+    assert all((gates[n][before[n] < 1.4] == 0).all() for n in gates)
+
+    train_steps(model, SoRA(xi=100.0), 1)
+    assert set(method.ranks(model).values()) == {0}
+    assert effective_parameters(model) == head_param_count(HIDDEN, LABELS)
+
+
+def test_effective_parameters_count_the_surviving_components():
+    model, method = sora_model(r_max=4)
+    wanted = dict(zip(QV_LAYERS, (4, 0, 1, 3)))
+    with torch.no_grad():
+        for name, layer in sora_layers(model).items():
+            layer.gate.copy_(torch.tensor([1.0] * wanted[name] + [0.0] * (4 - wanted[name])))
+    assert method.ranks(model) == wanted
+    counts = method.parameter_counts(model)
+    assert counts == {"effective": head_param_count(HIDDEN, LABELS) + sum(wanted.values()) * (HIDDEN + HIDDEN)}
+
+
+# ---- the optimiser groups and the loss ------------------------------------------------------
+
+
+def test_gates_have_their_own_group_without_weight_decay():
+    model, method = sora_model(lr=1e-3, gate_lr=5e-2, gate_eps=1e-6)
+    groups = method.param_groups(model, 0.1)
+    gates = {id(layer.gate) for layer in sora_layers(model).values()}
+    gate_group = groups[-1]
+    assert {id(p) for p in gate_group["params"]} == gates
+    assert (gate_group["weight_decay"], gate_group["lr"], gate_group["eps"]) == (0.0, 5e-2, 1e-6)
+    grouped = [id(p) for g in groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters() if p.requires_grad)  # each once
+    assert not gates & {id(p) for g in groups[:-1] for p in g["params"]}
+    assert SoRA(lr=1e-3).param_groups(model, 0.1)[-1]["lr"] == 1e-3  # gate_lr null: the method's lr
+
+
+def test_training_loss_adds_the_mean_absolute_gate():
+    model, method = sora_model(l1_weight=10.0)
+    outputs = model(**tiny_loader(1)[0])
+    gates = torch.cat([layer.gate.detach() for layer in sora_layers(model).values()])
+    expected = outputs.loss + 10.0 * gates.abs().sum() / gates.numel()
+    torch.testing.assert_close(method.training_loss(model, outputs), expected)
+    assert SoRA(l1_weight=0.0).training_loss(model, outputs) is outputs.loss
+
+
+# ---- state ----------------------------------------------------------------------------------
+
+
+def test_trained_state_round_trips_into_a_fresh_model():
+    model, method = sora_model(0, xi=0.2)
+    train_steps(model, method, 3)
+    state = trainable_state(model)
+    assert {n for n in state if n.endswith(".gate")} == {f"{layer}.gate" for layer in QV_LAYERS}
+
+    fresh, _ = sora_model(0, xi=0.2)  # same backbone, new random A and g
+    assert not torch.equal(logits(fresh), logits(model))
+    load_trainable_state(fresh, state)
+    assert torch.equal(logits(fresh), logits(model))
+    assert method.ranks(fresh) == method.ranks(model)
+    method.load_state_dict(fresh, method.state_dict(model))  # the gates are parameters: no hook state
+    assert method.state_dict(model) == {}
+
+
+# ---- bad values -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("setting,message", [
+    ({"r_max": 0}, "method.r_max=0 is not accepted; use an integer >= 1"),
+    ({"xi": -0.1}, "method.xi=-0.1 is not accepted; use a number >= 0"),
+    ({"l1_weight": -1.0}, "method.l1_weight=-1.0 is not accepted; use a number >= 0"),
+    ({"gate_init": "zeros"}, "method.gate_init='zeros' is not accepted; use one of normal, ones"),
+    ({"proximal": "hard"}, "method.proximal='hard' is not accepted; use one of soft, authors"),
+    ({"lora_dropout": 1.0}, "method.lora_dropout=1.0 is not accepted"),
+    ({"gate_lr": 0.0}, "method.gate_lr=0.0 is not accepted; use null or a number > 0"),
+    ({"gate_eps": 0.0}, "method.gate_eps=0.0 is not accepted; use a number > 0"),
+    ({"xi": float("nan")}, "method.xi=nan is not accepted"),
+])
+def test_bad_values_are_one_line_errors(setting, message):
+    with pytest.raises(UserError) as err:
+        SoRA(**setting)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_targets_that_are_missing_or_not_linear_are_refused():
+    with pytest.raises(UserError, match="target module 'nope' is not in the model"):
+        SoRA().prepare(tiny_roberta(0), ["nope"], HEADS)
+    with pytest.raises(UserError, match="is a RobertaSelfAttention; SoRA adapts nn.Linear / Conv1D"):
+        SoRA().prepare(tiny_roberta(0), ["attention.self"], HEADS)
+    model, method = sora_model()
+    with pytest.raises(UserError, match="already has a SoRA layer"):
+        method.prepare(model, TARGETS, HEADS)
