@@ -28,6 +28,7 @@ def sora_model(seed: int = 0, **settings) -> tuple[nn.Module, SoRA]:
 def train_steps(model: nn.Module, method: SoRA, n: int, lr: float = 1e-2) -> torch.optim.Optimizer:
     """The shared loop's order of hooks (contract.TrainingHooks), without its schedule."""
     optimizer = torch.optim.AdamW(method.param_groups(model, 0.1), lr=lr)
+    method.on_train_begin(model, n)
     model.train()
     for step, batch in enumerate(tiny_loader(n)):
         method.on_step_begin(model, step)
@@ -81,6 +82,20 @@ def test_gates_scale_their_components_and_a_zero_gate_removes_one():
     expected = base(x) + (6.0 / 3) * sum(g * torch.outer(b[:, j], a[j]) for j, g in ((0, 0.5), (2, -2.0))).matmul(x.T).T
     torch.testing.assert_close(layer(x), expected)
     assert layer.rank() == 2
+
+
+def test_a_gpt2_conv1d_is_adapted_with_its_transposed_shape():
+    """transformers' Conv1D (GPT-2's c_proj, c_fc) holds W as in x out: y = x W + b."""
+    from transformers.pytorch_utils import Conv1D
+
+    conv = Conv1D(5, 7)  # nf = 5 outputs, nx = 7 inputs
+    layer = SoRALinear(conv, r_max=2, lora_alpha=4.0)
+    assert (layer.in_features, layer.out_features) == (7, 5)
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    x = torch.randn(3, 7)
+    expected = x @ conv.weight + conv.bias + 2.0 * ((x @ layer.lora_A.T) * layer.gate) @ layer.lora_B.T
+    torch.testing.assert_close(layer(x), expected)
 
 
 def test_pruned_lora_computes_the_gated_update():
@@ -211,8 +226,21 @@ def test_trained_state_round_trips_into_a_fresh_model():
     load_trainable_state(fresh, state)
     assert torch.equal(logits(fresh), logits(model))
     assert method.ranks(fresh) == method.ranks(model)
-    method.load_state_dict(fresh, method.state_dict(model))  # the gates are parameters: no hook state
-    assert method.state_dict(model) == {}
+    assert method.state_dict(model) == {"gate_updates": 3}
+    resumed = SoRA(xi=0.2)
+    resumed.load_state_dict(fresh, method.state_dict(model))
+    assert resumed.gate_updates == 3
+
+
+def test_a_step_the_loss_scaler_skipped_is_not_thresholded():
+    """fp16: GradScaler.step skips the optimiser when a gradient overflowed; the authors'
+    threshold is inside their optimiser's step, so it is skipped with it."""
+    model, method = sora_model(xi=0.05, l1_weight=0.0)
+    optimizer = train_steps(model, method, 1)
+    gates = {n: layer.gate.detach().clone() for n, layer in sora_layers(model).items()}
+    method.on_step_end(model, 2, optimizer)  # no optimiser step since the last call
+    assert all(torch.equal(layer.gate, gates[n]) for n, layer in sora_layers(model).items())
+    assert method.gate_updates == 1
 
 
 # ---- bad values -----------------------------------------------------------------------------

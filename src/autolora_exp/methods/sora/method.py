@@ -82,6 +82,8 @@ class SoRA(Method):
         self.config = config
         self.name = config.name
         self.lr = config.lr
+        #: optimiser updates of the gates seen by :meth:`on_step_end` (AdamW's ``step`` count)
+        self.gate_updates = 0
 
     # ---- the model ----------------------------------------------------------------------
 
@@ -122,9 +124,26 @@ class SoRA(Method):
         l1 = torch.stack([g.abs().sum() for g in gates]).sum() / sum(g.numel() for g in gates)
         return outputs.loss + self.config.l1_weight * l1
 
+    def on_train_begin(self, model: nn.Module, total_steps: int) -> None:
+        self.gate_updates = 0
+
     def on_step_end(self, model: nn.Module, global_step: int, optimizer: torch.optim.Optimizer) -> None:
-        """g <- T_xi(g) for every gate, after the optimiser's step."""
-        proximal_step(gate_parameters(model), self.config.xi, self.config.proximal)
+        """g <- T_xi(g) for every gate, after the optimiser's step; none where the optimiser did
+        not update the gates (fp16: the loss scaler skips a step whose gradients overflowed), as
+        the authors' threshold is part of their optimiser's step."""
+        gates = gate_parameters(model)
+        updates = int(optimizer.state[gates[0]].get("step", 0)) if gates[0] in optimizer.state else 0
+        if updates == self.gate_updates:
+            return
+        self.gate_updates = updates
+        proximal_step(gates, self.config.xi, self.config.proximal)
+
+    def state_dict(self, model: nn.Module) -> dict[str, Any]:
+        """The optimiser updates of the gates seen so far (a resumed run skips the same steps)."""
+        return {"gate_updates": self.gate_updates}
+
+    def load_state_dict(self, model: nn.Module, state: dict[str, Any]) -> None:
+        self.gate_updates = int(state["gate_updates"])
 
 
 register_method(MethodSpec("sora", SoRAConfig, table_labels={"sora": "SoRA"}))
