@@ -271,3 +271,69 @@ def test_targets_that_are_missing_or_not_linear_are_refused():
     model, method = sora_model()
     with pytest.raises(UserError, match="already has a SoRA layer"):
         method.prepare(model, TARGETS, HEADS)
+
+
+# ---- end to end: run.py's pipeline, resume, the command line ---------------------------------
+
+TINY_SORA = ["debug=default", "model=tiny-roberta", "method=sora"]
+
+
+def expected_trainable(r_max: int, n_labels: int) -> int:
+    """A, B and g of the 4 q/v layers of tiny-roberta (hidden 32) plus the head."""
+    return 4 * (r_max * 32 + 32 * r_max + r_max) + head_param_count(32, n_labels)
+
+
+def test_pipeline_run_records_ranks_and_trainable_parameters(tmp_path):
+    from autolora_exp.pipeline import run
+    from conftest import compose
+
+    result = run(compose(TINY_SORA, tmp_path / "run"))
+    assert result["method"] == "sora" and result["search"] is None  # one phase: no search, no retrain
+    assert list(result["phases"]) == ["data", "train", "test"]
+    layers = [f"roberta.encoder.layer.{i}.attention.self.{m}" for i in range(2) for m in ("query", "value")]
+    assert result["ranks"] == dict.fromkeys(layers, 8)  # 4 steps at xi = 3e-4: no N(0, 1) gate reaches 0
+    assert result["params"]["trainable"] == expected_trainable(8, result["config"]["task"]["num_labels"])
+    assert (tmp_path / "run" / "rank_heatmap.png").is_file()
+
+
+def test_pipeline_run_with_a_large_threshold_prunes_every_gate(tmp_path):
+    from autolora_exp.pipeline import run
+    from conftest import compose
+
+    result = run(compose([*TINY_SORA, "method.xi=5", "method.r_max=2"], tmp_path / "run"))
+    assert set(result["ranks"].values()) == {0}
+    assert result["params"]["trainable"] == expected_trainable(2, result["config"]["task"]["num_labels"])
+    assert all(isinstance(e["train_loss"], float) for e in result["metrics"]["per_epoch"])
+
+
+def test_stopped_mid_training_resumes_bit_identically(tmp_path, monkeypatch):
+    """A threshold that zeroes gates within the run, so the resumed steps must prune the same."""
+    import signal
+
+    from autolora_exp.pipeline import run
+    from conftest import compose
+    from test_preemption import comparable, resume, run_until_stopped, signal_at_step
+
+    overrides = [*TINY_SORA, "train.max_steps=null", "method.xi=0.1", "method.lr=0.05"]
+    uninterrupted = run(compose(overrides, tmp_path / "uninterrupted"))
+    assert 0 < sum(uninterrupted["ranks"].values()) < 4 * 8  # some gates went to zero, some did not
+
+    cfg = compose(overrides, tmp_path / "stopped")
+    sent = signal_at_step(monkeypatch, "train", 3, signal.SIGTERM)
+    stopped = run_until_stopped(cfg)
+    assert sent == [3] and (stopped.phase, stopped.step) == ("train", 3)
+    state = torch.load(tmp_path / "stopped" / "checkpoints" / "train.pt", weights_only=False)
+    assert state["method"] == {"gate_updates": 3}
+    assert comparable(resume(cfg)) == comparable(uninterrupted)
+
+
+def test_a_bad_value_on_the_command_line_is_one_line_and_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    proc = subprocess.run([sys.executable, "run.py", *TINY_SORA, "method.xi=-1", f"output_dir={tmp_path / 'run'}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == "error: method.xi=-1.0 is not accepted; use a number >= 0"
