@@ -11,8 +11,8 @@ LoRA of rank r_max with a gate vector g between A and B (:mod:`.layer`), trained
 
 The optimiser of the gates. The authors train g with their ``SparseAdamW`` (TsinghuaC3I/SoRA
 src/sparse_optimizer.py), a second optimiser holding only the gates (run_glue.py:618): the
-AdamW update of transformers 4.x (betas 0.9/0.999, eps 1e-6, weight decay 0, bias correction)
-followed by the threshold (lines 116-119), with its own linear warm-up schedule of the same
+AdamW update of transformers 4.14.1 (their requirements.txt; betas 0.9/0.999, eps 1e-6, weight
+decay 0, bias correction) followed by the threshold (lines 116-119), with its own linear warm-up schedule of the same
 length as the main one (run_glue.py:619-621) and the main learning rate (``sparse_lr`` unset,
 run_glue.py:290-291). Here the gates are a group of the loop's one torch AdamW with
 ``weight_decay=0``, ``eps=gate_eps`` and ``lr=gate_lr`` (null: ``lr``): the loop's linear
@@ -26,8 +26,9 @@ numel``, sparse_lambda = 10 in their GLUE script); the gradient clipping of the 
 gates as theirs does (trainer.py:757, all parameters).
 
 Parameters: result.json's ``params.trainable`` counts what trains, A, B and g of every layer
-at r_max plus the head; ``params.effective`` (:meth:`SoRA.parameter_counts`) what is left
-once the zero gates are pruned, sum_l ||g_l||_0 (in_l + out_l) plus the head.
+at r_max plus the head; :meth:`SoRA.parameter_counts` gives ``effective``, what is left once
+the zero gates are pruned, sum_l ||g_l||_0 (in_l + out_l) plus the head (the pipeline does not
+write it into ``params`` yet: it does not call ``Method.parameter_counts``).
 """
 
 from __future__ import annotations
