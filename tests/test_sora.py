@@ -14,7 +14,8 @@ from torch import nn
 from autolora_exp.checkpoint import load_trainable_state, trainable_state
 from autolora_exp.errors import UserError
 from autolora_exp.methods.sora import SoRA
-from autolora_exp.methods.sora.layer import SoRALinear, effective_parameters, pruned_lora, sora_layers
+from autolora_exp.methods.sora.layer import (SoRALinear, effective_parameters, prune_zero_components, pruned_lora,
+                                             sora_layers)
 from autolora_exp.methods.sora.proximal import authors_threshold, proximal_step, soft_threshold
 from test_methods_baselines import HEADS, HIDDEN, LABELS, QV_LAYERS, TARGETS, head_param_count, tiny_loader, tiny_roberta
 
@@ -107,6 +108,18 @@ def test_pruned_lora_computes_the_gated_update():
     assert a.shape == (3, 7) and b.shape == (9, 3)
     x = torch.randn(2, 7)
     torch.testing.assert_close(layer.scaling * (x @ a.T) @ b.T, layer.delta(x))
+
+
+def test_pruning_the_zero_components_keeps_the_function_and_leaves_the_effective_parameters():
+    model, method = sora_model(0, xi=0.5)
+    train_steps(model, method, 2)
+    ranks, out, effective = method.ranks(model), logits(model), effective_parameters(model)
+    assert 0 < sum(ranks.values()) < 8 * len(QV_LAYERS)
+    assert prune_zero_components(model) == ranks
+    assert {n: layer.lora_A.shape[0] for n, layer in sora_layers(model).items()} == ranks
+    torch.testing.assert_close(logits(model), out, rtol=0, atol=1e-6)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trainable == effective + sum(ranks.values())  # what is left, plus the non-zero gates
 
 
 def test_only_the_factors_gates_and_head_train():

@@ -11,7 +11,8 @@ src/lora.py:38-47) computes ``((dropout(x) @ A.T) * gate @ B.T) * scaling`` with
 
 The rank of a layer is the number of non-zero gates ``r = ||g||_0``. A zero gate switches its
 component off exactly (its row of A and column of B no longer reach the output), so after
-training those components are pruned (:func:`pruned_lora`): what remains is a plain LoRA of
+training those components are pruned (:func:`prune_zero_components` in place, :func:`pruned_lora`
+as plain LoRA factors): what remains is a plain LoRA of
 rank r with B' = B[:, g != 0] diag(g[g != 0]) and A' = A[g != 0], whose parameter count is
 
     r * (in + out)                                     (the effective parameters of the layer)
@@ -142,6 +143,20 @@ def effective_parameters(model: nn.Module) -> int:
     in_layers = {id(p) for layer in layers for p in (layer.lora_A, layer.lora_B, layer.gate)}
     others = sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in in_layers)
     return others + sum(layer.rank() * (layer.in_features + layer.out_features) for layer in layers)
+
+
+def prune_zero_components(model: nn.Module) -> dict[str, int]:
+    """Drop, in place, every component whose gate is zero: A, B and g of each layer keep only
+    the rows / columns / entries with g_j != 0 (the scaling lora_alpha / r_max stays), so the
+    model computes the same function with ||g_l||_0 components per layer. Returns the ranks."""
+    for layer in sora_layers(model).values():
+        with torch.no_grad():
+            keep = layer.gate != 0
+            for name, value in (("lora_A", layer.lora_A[keep]), ("lora_B", layer.lora_B[:, keep]),
+                                ("gate", layer.gate[keep])):
+                requires_grad = getattr(layer, name).requires_grad
+                setattr(layer, name, nn.Parameter(value.clone(), requires_grad=requires_grad))
+    return sora_ranks(model)
 
 
 def pruned_lora(layer: SoRALinear) -> tuple[torch.Tensor, torch.Tensor]:
