@@ -7,6 +7,10 @@ settings, and the pruned LoRA against the gated layer's output.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -17,7 +21,10 @@ from autolora_exp.methods.sora import SoRA
 from autolora_exp.methods.sora.layer import (SoRALinear, effective_parameters, prune_zero_components, pruned_lora,
                                              sora_layers)
 from autolora_exp.methods.sora.proximal import authors_threshold, proximal_step, soft_threshold
+from autolora_exp.pipeline import run
+from conftest import REPO, compose
 from test_methods_baselines import HEADS, HIDDEN, LABELS, QV_LAYERS, TARGETS, head_param_count, tiny_loader, tiny_roberta
+from test_preemption import comparable, resume, run_until_stopped, signal_at_step
 
 
 def sora_model(seed: int = 0, **settings) -> tuple[nn.Module, SoRA]:
@@ -297,8 +304,6 @@ def expected_trainable(r_max: int, n_labels: int) -> int:
 
 
 def test_pipeline_run_records_ranks_and_trainable_parameters(tmp_path):
-    from autolora_exp.pipeline import run
-    from conftest import compose
 
     result = run(compose(TINY_SORA, tmp_path / "run"))
     assert result["method"] == "sora" and result["search"] is None  # one phase: no search, no retrain
@@ -310,8 +315,6 @@ def test_pipeline_run_records_ranks_and_trainable_parameters(tmp_path):
 
 
 def test_pipeline_run_with_a_large_threshold_prunes_every_gate(tmp_path):
-    from autolora_exp.pipeline import run
-    from conftest import compose
 
     result = run(compose([*TINY_SORA, "method.xi=5", "method.r_max=2"], tmp_path / "run"))
     assert set(result["ranks"].values()) == {0}
@@ -321,12 +324,6 @@ def test_pipeline_run_with_a_large_threshold_prunes_every_gate(tmp_path):
 
 def test_stopped_mid_training_resumes_bit_identically(tmp_path, monkeypatch):
     """A threshold that zeroes gates within the run, so the resumed steps must prune the same."""
-    import signal
-
-    from autolora_exp.pipeline import run
-    from conftest import compose
-    from test_preemption import comparable, resume, run_until_stopped, signal_at_step
-
     overrides = [*TINY_SORA, "train.max_steps=null", "method.xi=0.1", "method.lr=0.05"]
     uninterrupted = run(compose(overrides, tmp_path / "uninterrupted"))
     assert 0 < sum(uninterrupted["ranks"].values()) < 4 * 8  # some gates went to zero, some did not
@@ -341,11 +338,6 @@ def test_stopped_mid_training_resumes_bit_identically(tmp_path, monkeypatch):
 
 
 def test_a_bad_value_on_the_command_line_is_one_line_and_exit_2(tmp_path):
-    import subprocess
-    import sys
-
-    from conftest import REPO
-
     proc = subprocess.run([sys.executable, "run.py", *TINY_SORA, "method.xi=-1", f"output_dir={tmp_path / 'run'}"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
