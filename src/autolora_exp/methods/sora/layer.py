@@ -32,7 +32,7 @@ from autolora_exp.models import check_target_modules
 
 #: how the gates start: ``normal`` = N(0, 1) per entry, as the authors' code (src/lora.py:41,
 #: ``torch.randn(1, r)``); ``ones`` = g = 1, the layer starts as LoRA of rank r_max
-GATE_INITS = ("normal", "ones")
+GATE_INITS = {"normal": torch.randn, "ones": torch.ones}
 
 
 def linear_shape(module: nn.Module) -> tuple[int, int] | None:
@@ -56,10 +56,6 @@ class SoRALinear(nn.Module):
         shape = linear_shape(base)
         if shape is None:
             raise UserError(f"SoRA adapts nn.Linear / Conv1D modules, not {type(base).__name__}")
-        if r_max < 1:
-            raise UserError(f"method.r_max={r_max} is not accepted; use an integer >= 1")
-        if gate_init not in GATE_INITS:
-            raise UserError(f"method.gate_init={gate_init!r} is not accepted; use one of {', '.join(GATE_INITS)}")
         self.base = base
         self.in_features, self.out_features = shape
         self.r_max = r_max
@@ -70,8 +66,7 @@ class SoRALinear(nn.Module):
         self.lora_A = nn.Parameter(torch.empty(r_max, self.in_features, **factory))
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, r_max, **factory))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # LoRA's init (peft, microsoft/LoRA, SoRA lora.py:43)
-        self.gate = nn.Parameter(torch.randn(r_max, **factory) if gate_init == "normal"
-                                 else torch.ones(r_max, **factory))
+        self.gate = nn.Parameter(GATE_INITS[gate_init](r_max, **factory))
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         """scaling * B diag(g) A dropout(x)."""
@@ -107,7 +102,8 @@ def inject_sora(model: nn.Module, target_modules: list[str], head_modules: list[
                             "modules (GPT-2's fused c_attn: name its slices, c_attn.q / c_attn.v)")
     model.requires_grad_(False)
     layers: dict[str, SoRALinear] = {}
-    for name in sorted(names, key=[n for n, _ in model.named_modules()].index):
+    order = {n: i for i, (n, _) in enumerate(model.named_modules())}
+    for name in sorted(names, key=order.__getitem__):
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         layer = SoRALinear(getattr(parent, child), r_max, lora_alpha, lora_dropout, gate_init)

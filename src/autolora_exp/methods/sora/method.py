@@ -59,7 +59,7 @@ class SoRAConfig(MethodConfig):
     lora_alpha: float = accepts(16.0, **LORA_ALPHA)
     lora_dropout: float = accepts(0.0, **DROPOUT)
     #: normal: g ~ N(0, 1) (the authors' code) | ones: g = 1 (starts as LoRA of rank r_max)
-    gate_init: str = accepts("normal", choices=GATE_INITS)
+    gate_init: str = accepts("normal", choices=tuple(GATE_INITS))
     #: xi: the proximal step's threshold, per optimiser step (the authors' ``sparse_lambda_2``)
     xi: float = accepts(3e-4, ge=0)
     #: soft: T_xi exactly | authors: the authors' masks (see methods/sora/proximal.py)
