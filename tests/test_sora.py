@@ -172,6 +172,32 @@ def test_on_step_end_thresholds_the_gates_after_the_optimiser_step():
     assert all(torch.equal(p, others[n]) for n, p in model.named_parameters() if not n.endswith(".gate"))
 
 
+def test_xi_times_lr_thresholds_by_the_steps_learning_rate():
+    """The paper's g <- T_{eta_t xi}(AdamW step of g) with eta_t the gates' scheduled rate of step t
+    (linear warm-up then decay: a different eta_t at every step, 0 at the first)."""
+    from transformers import get_linear_schedule_with_warmup
+
+    xi = 2.0
+    model, method = sora_model(xi=xi, xi_times_lr=True, l1_weight=0.0, gate_lr=0.05)
+    optimizer = torch.optim.AdamW(method.param_groups(model, 0.1), lr=1e-2)
+    scheduler = get_linear_schedule_with_warmup(optimizer, 2, 5)
+    method.on_train_begin(model, 5)
+    etas = []
+    for step, batch in enumerate(tiny_loader(4)):
+        method.on_step_begin(model, step)
+        method.training_loss(model, model(**batch)).backward()
+        eta = optimizer.param_groups[-1]["lr"]
+        optimizer.step()
+        scheduler.step()
+        stepped = {n: layer.gate.detach().clone() for n, layer in sora_layers(model).items()}
+        method.on_step_end(model, step + 1, optimizer)
+        optimizer.zero_grad(set_to_none=True)
+        for name, layer in sora_layers(model).items():
+            assert torch.equal(layer.gate, soft_threshold(stepped[name], xi * eta))
+        etas.append(eta)
+    assert etas == [0.0, 0.025, 0.05, 0.05 * 2 / 3]
+
+
 def test_proximal_rule_authors_is_applied_when_chosen():
     g = torch.tensor([1.0, 0.375, 0.125])
     proximal_step([g], 0.25, "authors")
@@ -246,10 +272,10 @@ def test_trained_state_round_trips_into_a_fresh_model():
     load_trainable_state(fresh, state)
     assert torch.equal(logits(fresh), logits(model))
     assert method.ranks(fresh) == method.ranks(model)
-    assert method.state_dict(model) == {"gate_updates": 3}
+    assert method.state_dict(model) == {"gate_updates": 3, "next_lr": 8e-4}  # the gates: the method's lr
     resumed = SoRA(xi=0.2)
     resumed.load_state_dict(fresh, method.state_dict(model))
-    assert resumed.gate_updates == 3
+    assert (resumed.gate_updates, resumed.next_lr) == (3, 8e-4)
 
 
 def test_a_step_the_loss_scaler_skipped_is_not_thresholded():
@@ -322,9 +348,11 @@ def test_pipeline_run_with_a_large_threshold_prunes_every_gate(tmp_path):
     assert all(isinstance(e["train_loss"], float) for e in result["metrics"]["per_epoch"])
 
 
-def test_stopped_mid_training_resumes_bit_identically(tmp_path, monkeypatch):
+@pytest.mark.parametrize("threshold", [["method.xi=0.1"], ["method.xi=5", "method.xi_times_lr=true"]],
+                         ids=["xi", "eta_t-xi"])
+def test_stopped_mid_training_resumes_bit_identically(threshold, tmp_path, monkeypatch):
     """A threshold that zeroes gates within the run, so the resumed steps must prune the same."""
-    overrides = [*TINY_SORA, "train.max_steps=null", "method.xi=0.1", "method.lr=0.05"]
+    overrides = [*TINY_SORA, "train.max_steps=null", "method.lr=0.05", *threshold]
     uninterrupted = run(compose(overrides, tmp_path / "uninterrupted"))
     assert 0 < sum(uninterrupted["ranks"].values()) < 4 * 8  # some gates went to zero, some did not
 
@@ -333,7 +361,7 @@ def test_stopped_mid_training_resumes_bit_identically(tmp_path, monkeypatch):
     stopped = run_until_stopped(cfg)
     assert sent == [3] and (stopped.phase, stopped.step) == ("train", 3)
     state = torch.load(tmp_path / "stopped" / "checkpoints" / "train.pt", weights_only=False)
-    assert state["method"] == {"gate_updates": 3}
+    assert state["method"]["gate_updates"] == 3 and state["method"]["next_lr"] > 0
     assert comparable(resume(cfg)) == comparable(uninterrupted)
 
 

@@ -6,7 +6,7 @@ LoRA of rank r_max with a gate vector g between A and B (:mod:`.layer`), trained
     param_groups   A, B and the head as every method (AdamW, weight decay on matrices); the
                    gates in their own group: no weight decay, their own learning rate and eps
     training_loss  L = task loss + l1_weight * mean_j |g_j|      (over every gate entry)
-    on_step_end    g <- T_xi(g) after the optimiser's step      (:mod:`.proximal`)
+    on_step_end    g <- T_xi(g) after the optimiser's step      (:mod:`.proximal`; or T_{eta_t xi})
     ranks          ||g_l||_0 per layer, the components left after the zero gates are pruned
 
 The optimiser of the gates. The authors train g with their ``SparseAdamW`` (TsinghuaC3I/SoRA
@@ -62,6 +62,9 @@ class SoRAConfig(MethodConfig):
     gate_init: str = accepts("normal", choices=tuple(GATE_INITS))
     #: xi: the proximal step's threshold, per optimiser step (the authors' ``sparse_lambda_2``)
     xi: float = accepts(3e-4, ge=0)
+    #: false: the threshold is xi at every step (the authors' code) | true: eta_t xi, eta_t the
+    #: gates' learning rate of the step (the paper's proximal step, g <- T_{eta_t xi}(...))
+    xi_times_lr: bool = False
     #: soft: T_xi exactly | authors: the authors' masks (see methods/sora/proximal.py)
     proximal: str = accepts("soft", choices=PROXIMAL_RULES)
     #: weight of mean_j |g_j| in the training loss (the authors' ``sparse_lambda``); 0 = none
@@ -85,6 +88,9 @@ class SoRA(Method):
         self.lr = config.lr
         #: optimiser updates of the gates seen by :meth:`on_step_end` (AdamW's ``step`` count)
         self.gate_updates = 0
+        #: the gates' learning rate of the next step (the scheduler sets it after each step)
+        self.next_lr: float | None = None
+        self.gate_group: dict[str, Any] = {}
 
     # ---- the model ----------------------------------------------------------------------
 
@@ -113,9 +119,11 @@ class SoRA(Method):
         for group in groups:
             group["params"] = [p for p in group["params"] if id(p) not in gate_ids]
         c = self.config
-        groups.append({"params": gates, "weight_decay": 0.0, "lr": c.gate_lr if c.gate_lr is not None else c.lr,
-                       "eps": c.gate_eps})
-        return groups
+        #: the optimiser holds this very dict (torch keeps a group's dict), until a resume's
+        #: ``optimizer.load_state_dict`` replaces it; its ``lr`` is the scheduled rate of the next step
+        self.gate_group = {"params": gates, "weight_decay": 0.0, "lr": c.gate_lr if c.gate_lr is not None else c.lr,
+                           "eps": c.gate_eps}
+        return [*groups, self.gate_group]
 
     def training_loss(self, model: nn.Module, outputs: Any) -> torch.Tensor:
         """L = task loss + l1_weight * sum_l sum_j |g_lj| / (number of gate entries)."""
@@ -127,24 +135,37 @@ class SoRA(Method):
 
     def on_train_begin(self, model: nn.Module, total_steps: int) -> None:
         self.gate_updates = 0
+        self.next_lr = None
+
+    def on_step_begin(self, model: nn.Module, step: int) -> None:
+        if step == 0:  # a fresh start: the scheduler has set the first step's rate in the gates' group
+            self.next_lr = float(self.gate_group["lr"])
 
     def on_step_end(self, model: nn.Module, global_step: int, optimizer: torch.optim.Optimizer) -> None:
-        """g <- T_xi(g) for every gate, after the optimiser's step; none where the optimiser did
-        not update the gates (fp16: the loss scaler skips a step whose gradients overflowed), as
-        the authors' threshold is part of their optimiser's step."""
+        """g <- T_tau(g) for every gate after the optimiser's step, tau = xi (``xi_times_lr``:
+        eta_t xi, eta_t the gates' learning rate of this step). None where the optimiser did not
+        update the gates (fp16: the loss scaler skips a step whose gradients overflowed), as the
+        authors' threshold is part of their optimiser's step."""
         gates = gate_parameters(model)
+        eta = self.next_lr
+        if eta is None and self.config.xi_times_lr:
+            raise RuntimeError("SoRA.on_step_begin must run before the first step (it reads the step's rate)")
+        # the scheduler has moved the rate on: what the next step uses (kept for a resume)
+        gate_group = next(g for g in optimizer.param_groups if g["params"] and g["params"][0] is gates[0])
+        self.next_lr = float(gate_group["lr"])
         updates = int(optimizer.state[gates[0]].get("step", 0)) if gates[0] in optimizer.state else 0
         if updates == self.gate_updates:
             return
         self.gate_updates = updates
-        proximal_step(gates, self.config.xi, self.config.proximal)
+        xi = self.config.xi * eta if self.config.xi_times_lr else self.config.xi
+        proximal_step(gates, xi, self.config.proximal)
 
     def state_dict(self, model: nn.Module) -> dict[str, Any]:
-        """The optimiser updates of the gates seen so far (a resumed run skips the same steps)."""
-        return {"gate_updates": self.gate_updates}
+        """The optimiser updates of the gates seen so far (a resumed run skips the same steps) and
+        the gates' learning rate of the next step (``xi_times_lr``)."""
+        return {"gate_updates": self.gate_updates, "next_lr": self.next_lr}
 
     def load_state_dict(self, model: nn.Module, state: dict[str, Any]) -> None:
-        self.gate_updates = int(state["gate_updates"])
-
+        self.gate_updates, self.next_lr = int(state["gate_updates"]), state["next_lr"]
 
 register_method(MethodSpec("sora", SoRAConfig, table_labels={"sora": "SoRA"}))

@@ -10,7 +10,8 @@ writes the step as g <- T_{eta_t xi}(g - eta_t grad_g L) (SGD with step eta_t); 
 code applies a threshold ``sparse_lambda_2`` (xi) after an AdamW step of g, not multiplied by
 the learning rate (TsinghuaC3I/SoRA src/sparse_optimizer.py:116-119), and the value of xi in
 their GLUE script (3e-4, scripts/run_glue_sora_no_schedule.sh:9) is a per-step threshold in
-that sense. Here xi is that per-step threshold.
+that sense. Here xi is that per-step threshold by default; ``method.xi_times_lr=true`` makes it
+eta_t xi, the paper's form (the method passes the product as ``xi``).
 
 The authors' three in-place masks are not T_xi exactly (``authors``)::
 
