@@ -36,6 +36,8 @@ CONFIGS: dict[str, list[str]] = {
     "lora_grid": ["method=lora_grid", "method.ranks=[1,2]"],
     "adapter": ["method=adapter"],
     "full_ft": ["method=full_ft"],
+    # a threshold that zeroes some gates within the 4 steps, so the proximal step's numbers count
+    "sora": ["method=sora", "method.xi=0.1", "method.lr=0.05"],
 }
 #: keys whose values are costs of the machine, not numbers of the method
 COST_KEYS = {"wall_s", "cpu_s", "wall_time_s", "peak_rss_mb", "peak_mem_mb", "attempts"}
