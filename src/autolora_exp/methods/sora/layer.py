@@ -50,8 +50,7 @@ def linear_shape(module: nn.Module) -> tuple[int, int] | None:
 class SoRALinear(nn.Module):
     """A frozen linear module ``base`` plus the gated low-rank update ``scaling * B diag(g) A x``."""
 
-    def __init__(self, base: nn.Module, r_max: int, lora_alpha: float = 16.0, lora_dropout: float = 0.0,
-                 gate_init: str = "normal") -> None:
+    def __init__(self, base: nn.Module, r_max: int, lora_alpha: float, lora_dropout: float, gate_init: str) -> None:
         super().__init__()
         shape = linear_shape(base)
         if shape is None:
@@ -85,11 +84,12 @@ class SoRALinear(nn.Module):
 
 
 def inject_sora(model: nn.Module, target_modules: list[str], head_modules: list[str], r_max: int,
-                lora_alpha: float = 16.0, lora_dropout: float = 0.0, gate_init: str = "normal") -> dict[str, SoRALinear]:
+                lora_alpha: float, lora_dropout: float, gate_init: str) -> dict[str, SoRALinear]:
     """Replace every target module (suffix match, as peft) by a :class:`SoRALinear`, in place.
 
     Everything is frozen except A, B and g of each SoRA layer and the head modules (trained by
-    every method). Returns {full module name: layer} in model order.
+    every method). Returns {full module name: layer} in model order. The settings' defaults are
+    the schema's (:class:`~autolora_exp.methods.sora.method.SoRAConfig`).
     """
     names = check_target_modules(model, list(target_modules))
     heads = check_target_modules(model, list(head_modules))
