@@ -350,6 +350,16 @@ def test_pipeline_run_with_a_large_threshold_prunes_every_gate(tmp_path):
     assert all(isinstance(e["train_loss"], float) for e in result["metrics"]["per_epoch"])
 
 
+def test_all_linear_targets_put_a_gate_on_every_linear_layer_of_the_blocks(tmp_path):
+    """The authors' layer choice (q, k, v, attention output, both feed-forward layers; their
+    src/lora.py:109) through the model's all_linear preset."""
+    result = run(compose([*TINY_SORA, "model.target_modules=all_linear"], tmp_path / "run"))
+    kinds = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+             "intermediate.dense", "output.dense")
+    layers = {f"roberta.encoder.layer.{i}.{k}" for i in range(2) for k in kinds}
+    assert set(result["ranks"]) == layers and set(result["ranks"].values()) == {8}
+
+
 @pytest.mark.parametrize("threshold", [["method.xi=0.1"], ["method.xi=5", "method.xi_times_lr=true"]],
                          ids=["xi", "eta_t-xi"])
 def test_stopped_mid_training_resumes_bit_identically(threshold, tmp_path, monkeypatch):
