@@ -11,10 +11,10 @@ LoRA of rank r_max with a gate vector g between A and B (:mod:`.layer`), trained
 
 The optimiser of the gates. The authors train g with their ``SparseAdamW`` (TsinghuaC3I/SoRA
 src/sparse_optimizer.py), a second optimiser holding only the gates (run_glue.py:618): the
-AdamW update of transformers 4.14.1 (their requirements.txt; betas 0.9/0.999, eps 1e-6, weight
-decay 0, bias correction) followed by the threshold (lines 116-119), with its own linear warm-up schedule of the same
-length as the main one (run_glue.py:619-621) and the main learning rate (``sparse_lr`` unset,
-run_glue.py:290-291). Here the gates are a group of the loop's one torch AdamW with
+AdamW update of transformers 4.14.1 (their requirements.txt; betas 0.9/0.999, eps 1e-6,
+weight decay 0, bias correction) followed by the threshold (lines 116-119), with its own
+linear warm-up schedule of the same length as the main one (run_glue.py:619-621) and the main
+learning rate (``sparse_lr`` unset, run_glue.py:290-291). Here the gates are a group of the loop's one torch AdamW with
 ``weight_decay=0``, ``eps=gate_eps`` and ``lr=gate_lr`` (null: ``lr``): the loop's linear
 warm-up schedule scales every group alike, so the gates follow the same schedule. One
 difference remains: transformers' AdamW adds eps to sqrt(v) before the bias correction, torch's
