@@ -339,6 +339,8 @@ def test_pipeline_run_records_ranks_and_trainable_parameters(tmp_path):
     layers = [f"roberta.encoder.layer.{i}.attention.self.{m}" for i in range(2) for m in ("query", "value")]
     assert result["ranks"] == dict.fromkeys(layers, 8)  # 4 steps at xi = 3e-4: no N(0, 1) gate reaches 0
     assert result["params"]["trainable"] == expected_trainable(8, result["config"]["task"]["num_labels"])
+    # the count after pruning: no gate is zero, so everything but the 8 gates of each layer stays
+    assert result["params"]["effective"] == result["params"]["trainable"] - 4 * 8
     assert (tmp_path / "run" / "rank_heatmap.png").is_file()
 
 
@@ -347,6 +349,7 @@ def test_pipeline_run_with_a_large_threshold_prunes_every_gate(tmp_path):
     result = run(compose([*TINY_SORA, "method.xi=5", "method.r_max=2"], tmp_path / "run"))
     assert set(result["ranks"].values()) == {0}
     assert result["params"]["trainable"] == expected_trainable(2, result["config"]["task"]["num_labels"])
+    assert result["params"]["effective"] == head_param_count(32, result["config"]["task"]["num_labels"])
     assert all(isinstance(e["train_loss"], float) for e in result["metrics"]["per_epoch"])
 
 

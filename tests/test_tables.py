@@ -437,3 +437,11 @@ def test_bench_quality_runs_get_the_evidence_layout(tmp_path):
     assert "| AutoLoRA (authors' search) | LoRA (r=4) | +2.0 [+2.0, +2.0] (n=2, 2/2 up) |" in md
     index = (tmp_path / "out" / "README.md").read_text()
     assert "glue_evidence" not in index.split("Paper experiments with no run")[-1]
+
+
+def test_params_column_shows_the_count_after_pruning_where_a_method_reports_one(tmp_path):
+    result = make_result("table1_glue", "glue/rte", "sora", 0, 0.6, trainable=300_000)
+    result["params"]["effective"] = 120_000  # SoRA: what is left once its zero gates are pruned
+    write_run(tmp_path, result)
+    make_tables(tmp_path, tmp_path / "out")
+    assert row(md_of(tmp_path / "out", "table1_glue"), "SoRA")[1] == "120K"

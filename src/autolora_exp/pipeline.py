@@ -409,12 +409,13 @@ def _run(cfg: DictConfig, config: dict[str, Any], digest: str, output_dir: Path,
                           checkpointer=checkpointer("train"), stop=stop, precision=precision)
             record.update(steps=trained.steps, resumed_from_step=trained.resumed_from)
         ranks = method.ranks(model)
+        params |= method.parameter_counts(model)  # e.g. SoRA's count once its zero gates are pruned
         best = trained.epochs[trained.best_epoch - 1] if trained.best_epoch else trained.epochs[-1]
         metrics = {"final": trained.epochs[-1]["eval"], "best": best["eval"], "best_epoch": trained.best_epoch,
                    "per_epoch": trained.epochs}
     else:  # the search trained the final model (no retrain): evaluate it once
         model, metrics = searched_model(found, evaluate, timer)
-        params = count_parameters(model)
+        params = count_parameters(model) | searching_method.parameter_counts(model)
         ranks = searching_method.ranks(model) or found.ranks
         method = searching_method
 

@@ -9,7 +9,7 @@ Schema (``schema_version`` 1)::
     metrics       {"primary": name, "final": {split: {...}}, "best": {split: {...}},
                    "best_epoch": int, "per_epoch": [{"epoch", "step", "train_loss", "eval"}],
                    "test": {...} or null}
-    params        {"trainable": int, "total": int}
+    params        {"trainable": int, "total": int} (+ a method's own counts, e.g. SoRA's "effective")
     ranks         {module name: rank} or null
     phases        {phase: {"wall_s", "cpu_s", "attempts", "peak_mem_mb" | "peak_rss_mb", ...}}
                   (data, search, train, test): seconds summed over every attempt of a resumed

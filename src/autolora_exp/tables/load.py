@@ -222,6 +222,12 @@ def reported(result: dict[str, Any], select: str) -> tuple[str, dict[str, float]
     return split, by_split[split]
 
 
+def trained_parameters(params: dict[str, Any]) -> int | None:
+    """The Params column: the trainable parameters of the final model, i.e. ``effective`` where
+    the method reports one (SoRA: what is left once its zero gates are pruned), else ``trainable``."""
+    return params.get("effective", params.get("trainable"))
+
+
 def run_from_result(result: dict[str, Any], path: Path, select: str) -> Run:
     split, scores = reported(result, select)
     phases = result.get("phases") or {}
@@ -233,7 +239,7 @@ def run_from_result(result: dict[str, Any], path: Path, select: str) -> Run:
         variant=variant_of(result["config"]), seed=int(result["seed"]), split=split,
         scores={k: float(v) for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
         primary=result["metrics"]["primary"],
-        trainable=(result.get("params") or {}).get("trainable"),
+        trainable=trained_parameters(result.get("params") or {}),
         cost_s=round(sum(costs), 3) if costs else None,
         ranks=search.get("ranks"),
         path=path,
