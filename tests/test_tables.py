@@ -444,4 +444,4 @@ def test_params_column_shows_the_count_after_pruning_where_a_method_reports_one(
     result["params"]["effective"] = 120_000  # SoRA: what is left once its zero gates are pruned
     write_run(tmp_path, result)
     make_tables(tmp_path, tmp_path / "out")
-    assert row(md_of(tmp_path / "out", "table1_glue"), "SoRA")[1] == "120K"
+    assert row(md_of(tmp_path / "out", "table1_glue"), "SoRA")[1] == "0.12M"  # not the 0.3M that train
