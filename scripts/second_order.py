@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from autolora_exp import results  # noqa: E402
 from autolora_exp.bench import command_line, compose_config, machine_info, machine_line, md_table  # noqa: E402
-from autolora_exp.kinds import make_kind  # noqa: E402
+from autolora_exp.task_types import make_kind  # noqa: E402
 from autolora_exp.methods.autolora import inject_selection_lora, selection_layers, selection_logits  # noqa: E402
 from autolora_exp.methods.autolora.search import BilevelSearch, default_loss_fn  # noqa: E402
 from autolora_exp.methods.autolora.threshold import threshold_ranks  # noqa: E402

@@ -347,13 +347,13 @@ def test_nlg_eval_subsample_keeps_whole_inputs_with_all_their_references():
 def test_all_empty_generations_warn_and_are_counted(tmp_path, monkeypatch, caplog):
     if not (SHARED_DATA / "e2e").is_dir():
         pytest.skip("../shared/data/e2e not found")
-    import autolora_exp.kinds.generation as generation
+    import autolora_exp.task_types.generation as generation
 
     monkeypatch.setattr(generation, "generate_texts", lambda model, tokenizer, prompts, *a, **k: [""] * len(prompts))
     overrides = ["debug=default", "task=e2e", f"task.data_dir={SHARED_DATA / 'e2e'}", "model=tiny-gpt2",
                  "task.max_length=64", "task.max_eval_samples=4", "train.max_steps=1", "train.epochs=1",
                  "task.metric._target_=test_nlg_pipeline.quick_bleu"]
-    with caplog.at_level(logging.WARNING, logger="autolora_exp.kinds.generation"):
+    with caplog.at_level(logging.WARNING, logger="autolora_exp.task_types.generation"):
         result = run(compose(overrides, tmp_path / "run"))
     assert any("all 4 generated texts are empty" in r.getMessage() for r in caplog.records)
     assert result["metrics"]["final"]["validation"]["n_empty"] == 4

@@ -74,7 +74,7 @@ def test_group_by_length_loader_is_resumable_per_epoch():
     """train.epoch_batches reseeds the loader per epoch: a resumed epoch skips to the same batches."""
     from types import SimpleNamespace
 
-    from autolora_exp.kinds.base import TaskKind
+    from autolora_exp.task_types.base import TaskKind
 
     class Rows(TaskKind):
         def collate(self, rows):

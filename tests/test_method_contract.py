@@ -45,7 +45,7 @@ def method_imports(path: Path) -> list[str]:
 
 def central_modules() -> list[Path]:
     """Every module of the package outside ``methods/``: pipeline, train, schema, validation,
-    tables/*, kinds/*, data/*, tracking, results, bench, run_folder, contract, ..."""
+    tables/*, task_types/*, data/*, tracking, results, bench, run_folder, contract, ..."""
     return sorted(p for p in SRC.rglob("*.py") if "methods" not in p.relative_to(SRC).parts)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from hydra.utils import instantiate
 
-from autolora_exp.kinds import make_kind
+from autolora_exp.task_types import make_kind
 from autolora_exp.models import check_target_modules, load_backbone, load_tokenizer
 
 from conftest import compose

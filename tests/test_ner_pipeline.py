@@ -31,7 +31,7 @@ def test_bionlp_local_files_write_f1_and_word_predictions(make_cfg, shared_data,
 
 def test_search_split_keeps_windows_of_a_sentence_together(shared_data):
     from autolora_exp.data.ner import load_bionlp
-    from autolora_exp.kinds.token_classification import TokenClassification
+    from autolora_exp.task_types.token_classification import TokenClassification
     from autolora_exp.models import load_tokenizer
     from autolora_exp.pipeline import split_for_search
     from conftest import compose

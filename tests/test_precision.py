@@ -139,7 +139,7 @@ def test_bf16_runs_the_whole_pipeline_with_decoding_under_autocast(monkeypatch, 
     from conftest import compose
     from test_nlg_pipeline import tiny
 
-    import autolora_exp.kinds.generation as generation
+    import autolora_exp.task_types.generation as generation
     from autolora_exp.pipeline import run
 
     seen = []

@@ -147,7 +147,7 @@ def signal_at_call(monkeypatch, owner, name: str, call: int, signum: int = signa
                          ids=["epoch-1-validation", "test-split"])
 def test_stop_during_evaluation_keeps_the_step_checkpoint_and_redoes_it(call, phase, step, done, tmp_path,
                                                                         monkeypatch):
-    from autolora_exp.kinds.classification import SequenceClassification
+    from autolora_exp.task_types.classification import SequenceClassification
 
     overrides = [*TWO_EPOCHS, "method=lora"]
     uninterrupted = run(compose(overrides, tmp_path / "uninterrupted"))
@@ -181,11 +181,11 @@ def test_every_kinds_evaluation_loop_checks_for_a_stop(kind, tmp_path, monkeypat
     """Sequence classification and decoding are checked above; here NER's window loop and the
     generation kind's teacher-forced loss loop stop between two batches too."""
     if kind == "token_classification":
-        from autolora_exp.kinds.token_classification import TokenClassification as owner
+        from autolora_exp.task_types.token_classification import TokenClassification as owner
 
         overrides, loop = [*TWO_EPOCHS, "task=wnut16"], "predict_windows"
     else:
-        from autolora_exp.kinds.generation import CausalGeneration as owner
+        from autolora_exp.task_types.generation import CausalGeneration as owner
 
         overrides, loop = e2e_overrides(), "loss"
     signal_at_call(monkeypatch, owner, loop, 1)
@@ -203,7 +203,7 @@ def quick_bleu(hypotheses, references):
 
 
 def test_stop_during_beam_decoding_redoes_the_decoding(tmp_path, monkeypatch):
-    from autolora_exp.kinds import generation
+    from autolora_exp.task_types import generation
 
     overrides = e2e_overrides()
     uninterrupted = run(compose(overrides, tmp_path / "uninterrupted"))

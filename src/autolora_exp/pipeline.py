@@ -41,7 +41,7 @@ from autolora_exp.data.source import source_of
 from autolora_exp.data.split import ids_hash, sample_groups, split_held_out
 from autolora_exp.device import describe_device, device_line, resolve_device, sweep_job_index
 from autolora_exp.errors import UserError
-from autolora_exp.kinds import TaskKind, make_kind
+from autolora_exp.task_types import TaskKind, make_kind
 from autolora_exp.library_output import quiet_libraries
 from autolora_exp.contract import Method, RankSearch, SearchContext
 from autolora_exp.models import check_head_modules, count_parameters, load_backbone, load_tokenizer, target_modules

@@ -22,8 +22,8 @@ from omegaconf import MISSING, OmegaConf
 
 from autolora_exp.contract import COUNT, discover_methods
 from autolora_exp.errors import UserError
-from autolora_exp.kinds import KINDS
 from autolora_exp.precision import PRECISIONS
+from autolora_exp.task_types import KINDS
 from autolora_exp.tracking import MODES as LOGGER_MODES
 from autolora_exp.validation import accepts
 

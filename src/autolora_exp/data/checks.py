@@ -34,7 +34,7 @@ def check_labels(data: Any, task_cfg: Any) -> None:
     (more declared classes would train a head with outputs no row ever targets). Without class
     names every label must lie in 0..num_labels-1, and fewer distinct labels than declared is
     a warning (a subsample may miss a class). Token classification checks its tags in its
-    encoder (``kinds.token_classification``); generation has no labels.
+    encoder (``task_types.token_classification``); generation has no labels.
     """
     kind, name, num_labels = task_cfg.kind, task_cfg.name, task_cfg.num_labels
     if kind not in ("classification", "regression"):

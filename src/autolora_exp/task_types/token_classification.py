@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from autolora_exp.data.token_labels import IGNORE_INDEX, tokenize_and_align, word_predictions
 from autolora_exp.errors import UserError
-from autolora_exp.kinds.base import TaskKind
+from autolora_exp.task_types.base import TaskKind
 from autolora_exp.preemption import stop_point
 from autolora_exp.results import atomic_write_json
 from autolora_exp.device import move_to

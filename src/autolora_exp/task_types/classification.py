@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from autolora_exp.errors import UserError
-from autolora_exp.kinds.base import TaskKind
+from autolora_exp.task_types.base import TaskKind
 from autolora_exp.preemption import stop_point
 from autolora_exp.device import move_to
 

@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader
 from autolora_exp.atomic import atomic_write_text
 from autolora_exp.errors import UserError
 from autolora_exp.generate import generate_texts
-from autolora_exp.kinds.base import TaskKind
+from autolora_exp.task_types.base import TaskKind
 from autolora_exp.preemption import stop_point
 from autolora_exp.device import move_to
 

@@ -1,4 +1,4 @@
-"""The contract of a task kind (see :mod:`autolora_exp.kinds`)."""
+"""The contract of a task kind (see :mod:`autolora_exp.task_types`)."""
 
 from __future__ import annotations
 
