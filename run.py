@@ -17,7 +17,7 @@ import hydra
 from omegaconf import DictConfig
 
 from autolora_exp.errors import UserError
-from autolora_exp.hub import configure_offline_mode
+from autolora_exp.hub_offline import configure_offline_mode
 from autolora_exp.schema import register
 from autolora_exp.sweeps import FailedJob, in_multirun, report_failed_jobs
 

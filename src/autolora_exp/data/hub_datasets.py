@@ -16,7 +16,7 @@ from pathlib import Path
 import datasets
 
 from autolora_exp.errors import AssetMissingError, UserError
-from autolora_exp.hub import hub_reachable
+from autolora_exp.hub_offline import hub_reachable
 
 #: the revision under which the hub keeps an automatic parquet copy of every dataset repository
 PARQUET_EXPORT_REVISION = "refs/convert/parquet"

@@ -1,5 +1,9 @@
 """Fail fast without network: probe the hub once, switch the HF libraries to offline mode if it is unreachable.
 
+For models and datasets alike: it loads nothing itself. Models load in :mod:`autolora_exp.models`,
+hub datasets in :mod:`autolora_exp.data.hub_datasets` (which asks :func:`hub_reachable` again
+before each load).
+
 Without this, a model or dataset that is not cached costs about a minute of connection
 retries before the libraries give up. With it, cached assets still load from the cache and a
 missing one fails at once with :class:`~autolora_exp.errors.AssetMissingError`.
