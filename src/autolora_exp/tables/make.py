@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from autolora_exp.atomic import atomic_write_text
-from autolora_exp.tables import cost, glue, large, ner, nlg, ranks
+from autolora_exp.tables import cost, figure2_roberta_large, glue, ner, nlg, ranks
 from autolora_exp.tables.generic import generic
 from autolora_exp.tables.load import Collection, load_folder
 from autolora_exp.tables.render import to_latex, to_markdown
@@ -29,7 +29,7 @@ from autolora_exp.tables.section import Section
 #: experiment name (conf/experiment/<name>.yaml, without a ``mini/`` prefix) -> its builder
 BUILDERS: dict[str, Callable[[Collection, str], Section]] = {
     "table1_glue": glue.table1,
-    "figure2_roberta_large": large.figure2,
+    "figure2_roberta_large": figure2_roberta_large.figure2,
     "table2_nlg": nlg.table2,
     "table3_bionlp": ner.table3,
     "table4_ablations": glue.table4,
