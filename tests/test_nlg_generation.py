@@ -14,7 +14,7 @@ from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from autolora_exp.data.nlg import build_split
 from autolora_exp.errors import UserError
-from autolora_exp.generate import cut_hypothesis, generate_texts, left_pad, until_eos
+from autolora_exp.decoding import cut_hypothesis, generate_texts, left_pad, until_eos
 from autolora_exp.task_types import make_kind
 from autolora_exp.task_types.generation import IGNORE_INDEX, LOWER_IS_BETTER, end_of_text_id, fit_to_length
 from autolora_exp.schema import DecodingConfig

@@ -220,7 +220,7 @@ def test_stop_during_beam_decoding_redoes_the_decoding(tmp_path, monkeypatch):
 def test_a_stop_ends_the_beam_search_at_the_next_token():
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from autolora_exp.generate import generate_texts
+    from autolora_exp.decoding import generate_texts
     from autolora_exp.schema import DecodingConfig
 
     torch.manual_seed(0)  # untied embeddings: a tied random GPT-2 ends every hypothesis at once

@@ -18,7 +18,7 @@ the model's positions minus ``max_new_tokens``, also with a warning.
 
 Scoring a split (:meth:`CausalGeneration.evaluate`): the teacher-forced ``loss`` over all its
 rows, then one hypothesis per distinct input (``group``) from beam search
-(:mod:`autolora_exp.generate`), scored by the task's metric against all references of that
+(:mod:`autolora_exp.decoding`), scored by the task's metric against all references of that
 input. Decoding is the expensive part, so it is budgeted: the per-epoch eval splits decode the
 first ``task.generation.max_eval_inputs`` inputs (``None`` = all; the per-epoch scores only
 select the best epoch), the test split is always decoded whole. Predictions and references
@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader
 
 from autolora_exp.atomic import atomic_write_text
 from autolora_exp.errors import UserError
-from autolora_exp.generate import generate_texts
+from autolora_exp.decoding import generate_texts
 from autolora_exp.task_types.base import TaskKind
 from autolora_exp.preemption import stop_point
 from autolora_exp.device import move_to
