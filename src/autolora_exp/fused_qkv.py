@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from autolora_exp.errors import UserError
+from autolora_exp.module_match import matches
 
 #: slice name -> position in the fused output [q | k | v]
 SLICES = ("q", "k", "v")
@@ -103,9 +104,9 @@ def split_fused_qkv(model: nn.Module, targets: list[str]) -> list[str]:
     names = {n for n, _ in model.named_modules() if n}
     split: list[str] = []
     for parent, _ in slice_targets(targets).items():
-        if any(n == f"{parent}.{s}" or n.endswith(f".{parent}.{s}") for n in names for s in SLICES):
+        if any(matches(n, [f"{parent}.{s}" for s in SLICES]) for n in names):
             continue  # real modules named q/k/v (already split, or an architecture that has them)
-        hits = [(n, m) for n, m in model.named_modules() if n and (n == parent or n.endswith("." + parent))]
+        hits = [(n, m) for n, m in model.named_modules() if n and matches(n, [parent])]
         fused = [(n, m) for n, m in hits if _is_fused_qkv(m)]
         if hits and not fused:
             raise UserError(f"target '{parent}.<q|k|v>' names slices of '{parent}', which is a "

@@ -17,6 +17,7 @@ from torch import nn
 from autolora_exp.errors import AssetMissingError, UserError
 from autolora_exp.fused_qkv import conv1d_as_linear, split_fused_qkv
 from autolora_exp.library_output import load_quietly
+from autolora_exp.module_match import matches
 
 PACKAGED_PREFIX = "packaged:"
 
@@ -195,7 +196,7 @@ def check_target_modules(model: nn.Module, targets: list[str]) -> list[str]:
     names = [n for n, _ in model.named_modules() if n]
     matched = []
     for target in targets:
-        hits = [n for n in names if n == target or n.endswith("." + target)]
+        hits = [n for n in names if matches(n, [target])]
         if not hits:
             leaves = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
                              if n and not list(m.children())})
@@ -234,7 +235,7 @@ def check_head_modules(model: nn.Module, heads: list[str]) -> None:
     untrained without a word (peft ignores it). Fails naming the model's top-level modules."""
     names = [n for n, _ in model.named_modules() if n]
     for head in heads:
-        if not any(n == head or n.endswith("." + head) for n in names):
+        if not any(matches(n, [head]) for n in names):
             top = ", ".join(n for n, _ in model.named_children())
             raise UserError(f"model.head_modules: '{head}' is not in the model; its top-level modules are: {top}")
 

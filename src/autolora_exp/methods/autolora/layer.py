@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from autolora_exp.errors import UserError
+from autolora_exp.module_match import matches
 from autolora_exp.methods.autolora.gates import apply_gate, check_gate, check_selection_init, default_selection_init
 
 
@@ -95,11 +96,6 @@ class SelectionLoRALinear(SelectionLoRA):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.base(x) + self.delta(x)
-
-
-def matches(name: str, targets: list[str]) -> bool:
-    """peft's rule for a list of targets: the name equals a target or ends with '.' + target."""
-    return any(name == t or name.endswith("." + t) for t in targets)
 
 
 def inject_selection_lora(
