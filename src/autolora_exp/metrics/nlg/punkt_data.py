@@ -20,10 +20,9 @@ first on ``nltk.data.path`` so that every call tokenises with exactly these para
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from autolora_exp.atomic import atomic_build_folder
 from autolora_exp.errors import UserError
 
 MODEL_FILES = ("abbrev_types.txt", "sent_starters.txt", "collocations.tab", "ortho_context.tab")
@@ -57,25 +56,13 @@ def write_punkt_tab(root: Path) -> Path:
 
     Returns the model directory.
     """
-    model_dir = root / "tokenizers" / "punkt_tab" / "english"
-    if all((model_dir / name).is_file() for name in MODEL_FILES):
-        return model_dir
-    model_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".english-", dir=model_dir.parent))
-    try:
+    def write(folder: Path) -> None:
         for name, text in _model_texts().items():
-            (staging / name).write_text(text, encoding="utf-8")
-        try:
-            os.rename(staging, model_dir)
-        except OSError:
-            # Another process renamed its copy first (same content) or a partial directory from
-            # an older layout is in the way: keep a complete one, replace an incomplete one.
-            if not all((model_dir / name).is_file() for name in MODEL_FILES):
-                shutil.rmtree(model_dir, ignore_errors=True)
-                os.rename(staging, model_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return model_dir
+            (folder / name).write_text(text, encoding="utf-8")
+
+    # another process's complete copy (same content) is kept; a partial folder is replaced
+    return atomic_build_folder(root / "tokenizers" / "punkt_tab" / "english", write,
+                               lambda folder: all((folder / name).is_file() for name in MODEL_FILES))
 
 
 def ensure_punkt_tab() -> Path:
