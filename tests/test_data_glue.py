@@ -195,6 +195,12 @@ def test_uncached_hub_dataset_fails_fast_with_one_line(offline):
 
 # ---------------------------------------------------------------------------------------------
 # errors
+def test_the_loaders_specs_follow_the_one_list_of_the_glue_tasks():
+    from autolora_exp.glue_tasks import GLUE_TASK_NAMES
+
+    assert tuple(GLUE_TASKS) == GLUE_TASK_NAMES
+
+
 def test_unknown_task_names_the_accepted_ones():
     with pytest.raises(UserError, match=r"'wnli'.*cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte"):
         load_glue("wnli", data_dir="/nonexistent")

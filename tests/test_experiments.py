@@ -98,6 +98,15 @@ def test_sweep_job_count(experiment):
     assert len({tuple(sorted(j)) for j in jobs}) == len(jobs)  # no job twice
 
 
+@pytest.mark.parametrize("experiment", ["table1_glue", "table4_ablations"])
+def test_glue_sweeps_list_the_glue_tasks_in_their_order(experiment):
+    """The YAML sweeps cannot import the one list of the GLUE tasks: they must equal it."""
+    from autolora_exp.glue_tasks import GLUE_TASK_NAMES
+
+    swept = OmegaConf.load(CONF_DIR / "experiment" / f"{experiment}.yaml").hydra.sweeper.params.task
+    assert swept.split(",") == [f"glue/{name}" for name in GLUE_TASK_NAMES]
+
+
 def test_glob_pitfall_is_caught():
     # what the explicit lists avoid: glob does not descend into task/glue/ and yields nothing
     assert sweep_jobs(["experiment=table1_glue", "task=glob(glue/*)"], config_dir=CONF_DIR) == []

@@ -36,6 +36,7 @@ from typing import Any, Iterable
 
 from autolora_exp import results
 from autolora_exp.errors import UserError
+from autolora_exp.glue_tasks import GLUE_TASK_NAMES
 from autolora_exp.run_folder import with_digest
 
 #: sidecar written next to result.json by a benchmark run
@@ -50,9 +51,8 @@ RUN_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "dis
 def glue_task(name: str) -> str:
     """``rte`` or ``glue/rte`` -> ``glue/rte`` (the Hydra task option)."""
     short = name.removeprefix("glue/").lower()
-    known = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte")
-    if short not in known:
-        raise UserError(f"task {name!r} is not a GLUE task; accepted: {', '.join(known)}")
+    if short not in GLUE_TASK_NAMES:
+        raise UserError(f"task {name!r} is not a GLUE task; accepted: {', '.join(GLUE_TASK_NAMES)}")
     return f"glue/{short}"
 
 

@@ -68,7 +68,8 @@ class GlueTask:
 
 _DEV = {"validation": "dev.tsv"}
 
-#: The eight tasks. Label names are listed in the hub's id order (``label`` = position).
+#: The eight tasks, in the order of :data:`autolora_exp.glue_tasks.GLUE_TASK_NAMES` (a test checks it).
+#: Label names are listed in the hub's id order (``label`` = position).
 GLUE_TASKS: dict[str, GlueTask] = {
     t.name: t
     for t in (

@@ -31,18 +31,12 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import f1_score, matthews_corrcoef
 
 from autolora_exp.errors import UserError
+from autolora_exp.glue_tasks import GLUE_TASK_NAMES
 
 #: The metric each task reports in the paper's table (result.json's primary metric).
-PRIMARY_METRIC: dict[str, str] = {
-    "cola": "matthews_correlation",
-    "sst2": "accuracy",
-    "mrpc": "accuracy",
-    "qqp": "accuracy",
-    "stsb": "spearmanr",
-    "mnli": "accuracy",
-    "qnli": "accuracy",
-    "rte": "accuracy",
-}
+#: Accuracy, but Matthews correlation on CoLA and Spearman correlation on STS-B.
+PRIMARY_METRIC: dict[str, str] = {**dict.fromkeys(GLUE_TASK_NAMES, "accuracy"),
+                                  "cola": "matthews_correlation", "stsb": "spearmanr"}
 
 #: The primary metric of :func:`classification_metrics` (BBC News).
 CLASSIFICATION_PRIMARY_METRIC = "accuracy"

@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from autolora_exp.glue_tasks import GLUE_TASK_NAMES
 from autolora_exp.tables.load import Collection, CellKey
 from autolora_exp.tables.render import Entry, value_or_missing
 
 #: GLUE in the benchmark's own order (the order of the experiments' sweeps)
-GLUE_TASKS = ("glue/cola", "glue/sst2", "glue/mrpc", "glue/qqp", "glue/stsb", "glue/mnli", "glue/qnli", "glue/rte")
+GLUE_TASKS = tuple(f"glue/{name}" for name in GLUE_TASK_NAMES)
 TASK_LABELS = {
     "glue/cola": "CoLA", "glue/sst2": "SST-2", "glue/mrpc": "MRPC", "glue/qqp": "QQP", "glue/stsb": "STS-B",
     "glue/mnli": "MNLI", "glue/qnli": "QNLI", "glue/rte": "RTE", "e2e": "E2E", "webnlg": "WebNLG",
