@@ -77,16 +77,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parse_with_quick(p, argv, QUICK, "cost")
 
 
-def resolve_device(spec: str) -> str:
-    import torch
-
-    if spec == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if spec not in ("cpu", "cuda"):
-        raise UserError(f"--device {spec!r} is not one of auto, cpu, cuda")
-    return spec
-
-
 def plan(args: argparse.Namespace) -> tuple[list[BenchRun], dict[str, Any]]:
     """The runs of the benchmark, seed-major (each seed runs every method back to back)."""
     task = glue_task(args.task)
@@ -99,7 +89,9 @@ def plan(args: argparse.Namespace) -> tuple[list[BenchRun], dict[str, Any]]:
     if not args.data_dir.is_dir():
         raise UserError(f"--data-dir {args.data_dir} is not a folder; point it at the official GLUE files "
                         "(../shared/data/glue beside the repository)")
-    device = resolve_device(args.device)
+    from autolora_exp.device import resolve_device
+
+    device = str(resolve_device(args.device))  # auto resolved here: the runs' configs name the device
     search_epochs = args.search_epochs or args.epochs
     common = [f"task={task}", f"model={args.model}", f"task.data_dir={portable_data_dir(args.data_dir, REPO)}",
               f"task.max_length={args.max_length}", f"train.epochs={args.epochs}",

@@ -108,7 +108,7 @@ def chosen_settings(path: Path, tasks: list[str] | None) -> dict[str, dict[str, 
 
 def plan(args: argparse.Namespace) -> tuple[list[BenchRun], dict[str, Any]]:
     """The runs, seed-major: a partial benchmark holds whole seeds."""
-    import torch
+    from autolora_exp.device import resolve_device
 
     tasks = [glue_task(t) for t in parse_list(args.tasks, "--tasks")] if args.tasks else None
     per_task = chosen_settings(args.settings, tasks) if args.settings else None
@@ -121,9 +121,7 @@ def plan(args: argparse.Namespace) -> tuple[list[BenchRun], dict[str, Any]]:
     if not args.data_dir.is_dir():
         raise UserError(f"--data-dir {args.data_dir} is not a folder; point it at the official GLUE files "
                         "(../shared/data/glue beside the repository)")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    if device not in ("cpu", "cuda"):
-        raise UserError(f"--device {args.device!r} is not one of auto, cpu, cuda")
+    device = str(resolve_device(args.device))  # auto resolved here: the runs' configs name the device
 
     def task_setting(t: str) -> dict[str, Any]:
         c = (per_task or {}).get(t, {})

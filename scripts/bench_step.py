@@ -363,8 +363,9 @@ def main() -> None:
         args.configs = ["lora", *args.configs]
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))  # fmt: skip
+    from autolora_exp.device import resolve_device
+
+    device = resolve_device(args.device)
 
     if args.memory_of:
         print(measure_memory(args.memory_of, args, device))

@@ -191,8 +191,6 @@ def plan(args: Any, repo: Path) -> tuple[list[Any], dict[str, Any]]:
     import hashlib
     import itertools
 
-    import torch
-
     from autolora_exp.bench import BenchRun, glue_task, parse_list, portable_data_dir
     from autolora_exp.errors import UserError
 
@@ -216,9 +214,9 @@ def plan(args: Any, repo: Path) -> tuple[list[Any], dict[str, Any]]:
         raise UserError(f"--data-dir {args.data_dir} is not a folder; point it at the official GLUE files "
                         "(../shared/data/glue beside the repository)")
     data_dir = portable_data_dir(args.data_dir, repo)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    if device not in ("cpu", "cuda"):
-        raise UserError(f"--device {args.device!r} is not one of auto, cpu, cuda")
+    from autolora_exp.device import resolve_device
+
+    device = str(resolve_device(args.device))  # auto resolved here: the runs' configs name the device
     method = [f"method={args.method}"] + ([f"method.r={args.rank}"] if args.method == "lora" else [])
     common = [f"model={args.model}", *method, f"task.data_dir={data_dir}",
               f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}", f"device={device}",
