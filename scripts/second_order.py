@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from autolora_exp import results  # noqa: E402
+from autolora_exp.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from autolora_exp.bench import command_line, compose_config, machine_info, machine_line, md_table  # noqa: E402
 from autolora_exp.task_types import make_kind  # noqa: E402
 from autolora_exp.methods.autolora import inject_selection_lora, selection_layers, selection_logits  # noqa: E402
@@ -187,9 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     report["loadavg_end"] = machine_info()["loadavg"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results.atomic_write_json(out / "second_order.json", report)
+    atomic_write_json(out / "second_order.json", report)
     text = markdown(report)
-    results.atomic_write_text(out / "second_order.md", text)
+    atomic_write_text(out / "second_order.md", text)
     print(text)
     return 0
 

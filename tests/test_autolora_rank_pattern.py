@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from autolora_exp.errors import UserError
 from autolora_exp.methods.autolora import load_rank_pattern_json, rank_pattern_config, save_rank_pattern_json

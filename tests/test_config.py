@@ -6,7 +6,6 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import instantiate
-from omegaconf.errors import ConfigKeyError, ValidationError
 
 from autolora_exp.validation import validate_config
 from conftest import CONF_DIR, compose

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from autolora_exp import results
+from autolora_exp.atomic import atomic_write_json, atomic_write_text
 from autolora_exp.errors import UserError
 from autolora_exp.glue_tasks import GLUE_TASK_NAMES
 from autolora_exp.run_folder import with_digest
@@ -200,7 +201,7 @@ def run_one(run: BenchRun, repo: Path, python: str = sys.executable, echo: bool 
         return RunRecord(run.key, run.folder, "failed", error=error, process=process)
     if result.get("config_hash") != digest:  # compose here and in run.py disagree: say so, keep going
         process["warning"] = f"config hash {result.get('config_hash')} != composed {digest}"
-    results.atomic_write_json(run.folder / BENCH_FILE, {"key": run.key, "config_hash": digest, "process": process})
+    atomic_write_json(run.folder / BENCH_FILE, {"key": run.key, "config_hash": digest, "process": process})
     return RunRecord(run.key, run.folder, "completed", result=result, process=process)
 
 
@@ -373,7 +374,7 @@ def import_committed(planned: Path, digest: str, runs_root: Path, store: Path,
     target.mkdir(parents=True, exist_ok=True)
     for name in COMMITTED_FILES:
         if (hit[0] / name).is_file():
-            results.atomic_write_text(target / name, (hit[0] / name).read_text(encoding="utf-8"))
+            atomic_write_text(target / name, (hit[0] / name).read_text(encoding="utf-8"))
     found = reusable_result(target, digest, current)
     return None if found is None else (target, found)
 
@@ -393,7 +394,7 @@ def export_committed(records: Iterable["RunRecord"], runs_root: Path, store: Pat
             if src.is_file() and (not (target / name).is_file()
                                   or (target / name).read_bytes() != src.read_bytes()):
                 target.mkdir(parents=True, exist_ok=True)
-                results.atomic_write_text(target / name, src.read_text(encoding="utf-8"))
+                atomic_write_text(target / name, src.read_text(encoding="utf-8"))
                 copied += name == results.RESULT_FILE
     return copied
 
@@ -502,9 +503,9 @@ def write_report(bench: str, script: str, argv: list[str], settings: dict[str, A
                               "runs": entries}
     report |= summary
     out.mkdir(parents=True, exist_ok=True)
-    results.atomic_write_json(out / f"{name}.json", report)
+    atomic_write_json(out / f"{name}.json", report)
     text = markdown(report)
-    results.atomic_write_text(out / f"{name}.md", text)
+    atomic_write_text(out / f"{name}.md", text)
     if echo:
         print(text)
     return 1 if any(e["status"] != "completed" for e in entries) else 0

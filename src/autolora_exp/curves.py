@@ -358,7 +358,6 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None, repo: Path, script: str = "scripts/bench_curves.py") -> int:
     import sys
-    import time
 
     from autolora_exp.bench import committed_store, run_benchmark, write_report
 

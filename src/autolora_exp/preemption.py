@@ -5,8 +5,8 @@ with submitit, SIGTERM on preemption, ``scancel`` and Kubernetes SIGTERM the who
 group); Ctrl-C sends SIGINT to the terminal's foreground process group. :class:`StopSignal`
 records the signal instead of dying mid-step:
 
-- the training loops check :attr:`StopSignal.requested` after every step, save a checkpoint and
-  raise :class:`Preempted`;
+- the training loops call :meth:`StopSignal.check` after every step: on a stop it saves a
+  checkpoint and raises :class:`Preempted`;
 - loops that keep no state of their own (evaluation, the test split, beam decoding) call
   :func:`stop_point` between batches: the stop is raised at once, the phase keeps its checkpoint
   from the last step boundary and the evaluation is redone on resume;
@@ -108,7 +108,7 @@ class StopSignal:
 
     def check(self, phase: str, step: int, save: Any) -> None:
         """After a step: when a stop was requested, ``save()`` a checkpoint and raise :class:`Preempted`."""
-        if self.signum is not None:
+        if self.requested:
             save()
             raise Preempted(self.signum, phase, step)
 
@@ -126,7 +126,7 @@ class StopSignal:
 def stop_requested() -> bool:
     """Whether the installed :class:`StopSignal` (if any) has recorded a stop signal."""
     stop = StopSignal.active
-    return stop is not None and stop.signum is not None
+    return stop is not None and stop.requested
 
 
 def stop_point(work: str) -> None:

@@ -33,7 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from autolora_exp.atomic import atomic_write_json, atomic_write_text  # noqa: F401 - the writers of this module's files
+from autolora_exp.atomic import atomic_write_json
 
 SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"

@@ -38,9 +38,6 @@ from autolora_exp.glue_tasks import GLUE_TASK_NAMES
 PRIMARY_METRIC: dict[str, str] = {**dict.fromkeys(GLUE_TASK_NAMES, "accuracy"),
                                   "cola": "matthews_correlation", "stsb": "spearmanr"}
 
-#: The primary metric of :func:`classification_metrics` (BBC News).
-CLASSIFICATION_PRIMARY_METRIC = "accuracy"
-
 
 def _as_arrays(predictions: Sequence, references: Sequence) -> tuple[np.ndarray, np.ndarray]:
     pred, ref = np.asarray(predictions), np.asarray(references)

@@ -51,8 +51,6 @@ IGNORE_INDEX = -100
 #: metrics where a smaller value is better (the primary metric decides the best epoch)
 LOWER_IS_BETTER = frozenset({"ter", "loss"})
 REQUIRED_COLUMNS = ("source", "target", "idx", "group")
-#: columns kept for bookkeeping, never fed to the model
-META_COLUMNS = ("idx", "group")
 
 
 def end_of_text_id(tokenizer: Any) -> int:

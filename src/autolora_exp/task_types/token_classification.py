@@ -15,12 +15,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from autolora_exp.atomic import atomic_write_json
 from autolora_exp.data.token_labels import IGNORE_INDEX, tokenize_and_align, word_predictions
-from autolora_exp.errors import UserError
-from autolora_exp.task_types.base import TaskKind
-from autolora_exp.preemption import stop_point
-from autolora_exp.results import atomic_write_json
 from autolora_exp.device import move_to
+from autolora_exp.errors import UserError
+from autolora_exp.preemption import stop_point
+from autolora_exp.task_types.base import TaskKind
 
 #: columns kept for decoding, never fed to the model
 ALIGNMENT_COLUMNS = ("idx", "word_ids", "sentence_index")
