@@ -343,6 +343,25 @@ def test_wrong_checksum_is_one_line_and_caches_nothing(e2e_release, serve, relea
     assert not list(release.cache_root().rglob("trainset.csv*"))
 
 
+def test_full_disk_during_a_download_names_the_file_not_the_url_and_caches_nothing(e2e_release, serve,
+                                                                                  release_env, monkeypatch):
+    import errno
+
+    from autolora_exp import atomic
+
+    folder, digests = e2e_release
+    url = serve(folder)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", full)
+    with pytest.raises(atomic.WriteError) as err:
+        release.fetch(release.ReleaseFile(f"{url}trainset.csv", digests["trainset.csv"]), "E2E")
+    assert "trainset.csv (No space left on device)" in str(err.value) and "could not write" in str(err.value)
+    assert not release.cache_root().exists() or not list(release.cache_root().iterdir())
+
+
 def test_failed_download_names_the_url_and_the_hub_failure(tmp_path, serve, release_env):
     url = serve(tmp_path)  # an empty folder: every file is a 404
     with pytest.raises(AssetMissingError) as err:

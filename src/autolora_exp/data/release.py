@@ -21,16 +21,16 @@ import hashlib
 import http.client
 import logging
 import os
-import tempfile
 import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO
 from urllib.parse import urlparse
 
 import datasets
 
-from autolora_exp.atomic import atomic_build_folder
+from autolora_exp.atomic import atomic_build_folder, atomic_write
 from autolora_exp.errors import AssetMissingError, UserError
 
 log = logging.getLogger(__name__)
@@ -89,31 +89,32 @@ def fetch(file: ReleaseFile, what: str) -> Path:
     if not downloads_allowed():
         raise AssetMissingError(f"{what}: {file.url} is not cached under {folder} and HF_DATASETS_OFFLINE is set, "
                                 "so it was not downloaded")
-    folder.mkdir(parents=True, exist_ok=True)
     log.info("%s: downloading %s", what, file.url)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".part", dir=folder)
-    tmp = Path(tmp_name)
-    try:
+
+    def download(out: IO[bytes]) -> None:
         digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(file.url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-            for chunk in iter(lambda: response.read(_CHUNK), b""):
-                digest.update(chunk)
-                out.write(chunk)
+        try:
+            with urllib.request.urlopen(file.url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+                for chunk in iter(lambda: response.read(_CHUNK), b""):
+                    digest.update(chunk)
+                    out.write(chunk)
+        except (OSError, http.client.HTTPException) as err:  # URLError/HTTPError, timeouts, DNS, a cut connection
+            if getattr(out, "error", None) is err:
+                raise  # the disk, not the download: atomic_write names the file
+            reason = getattr(err, "reason", None) or err
+            raise AssetMissingError(f"{what}: could not download {file.url} ({type(err).__name__}: {reason})") from None
         actual = digest.hexdigest()
         if actual != expected:
             raise ChecksumMismatchError(f"{what}: checksum mismatch for {file.url}: expected SHA-256 {expected}, "
                                         f"got {actual}; nothing was cached")
-        os.replace(tmp, path)
-    except (OSError, http.client.HTTPException) as err:  # URLError/HTTPError, timeouts, DNS, a cut connection, disk
-        reason = getattr(err, "reason", None) or err
-        raise AssetMissingError(f"{what}: could not download {file.url} ({type(err).__name__}: {reason})") from None
+
+    try:
+        return atomic_write(path, download)  # the file appears whole and checked, or not at all
     finally:
-        tmp.unlink(missing_ok=True)
         try:
             folder.rmdir()  # only when empty: a failed first download leaves no folder behind
         except OSError:
             pass
-    return path
 
 
 def unpacked(archive: Path) -> Path:
