@@ -114,6 +114,8 @@ def plot_task(task: str, metric: str, settings: list[dict[str, Any]], chance: fl
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from autolora_exp.atomic import atomic_save_figure
+
     fig = Figure(figsize=(7.5, 4.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
@@ -134,9 +136,7 @@ def plot_task(task: str, metric: str, settings: list[dict[str, Any]], chance: fl
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
+    return atomic_save_figure(fig, path, dpi=110)
 
 
 # ---- the benchmark: scripts/bench_curves.py ------------------------------------------------------
