@@ -129,7 +129,7 @@ def conv1d_as_linear(model: nn.Module, targets: list[str]) -> list[str]:
 
     replaced = []
     for name, module in list(model.named_modules()):
-        if name and isinstance(module, Conv1D) and any(name == t or name.endswith("." + t) for t in targets):
+        if name and isinstance(module, Conv1D) and matches(name, targets):
             parent_name, _, child = name.rpartition(".")
             linear = _linear_of_columns(module, slice(None))
             setattr(model.get_submodule(parent_name) if parent_name else model, child, linear)

@@ -216,7 +216,7 @@ def check_adaptable(model: nn.Module, targets: list[str], heads: list[str]) -> l
     from transformers.pytorch_utils import Conv1D
 
     names = check_target_modules(model, targets)
-    head_names = [n for n, _ in model.named_modules() if n and any(n == h or n.endswith("." + h) for h in heads)]
+    head_names = [n for n, _ in model.named_modules() if n and matches(n, heads)]
     for name in names:
         module = model.get_submodule(name)
         if not isinstance(module, (nn.Linear, Conv1D)):

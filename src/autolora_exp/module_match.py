@@ -9,8 +9,8 @@ i.e. a target is a full module name or a suffix of one on a '.' boundary. This i
 form of ``target_modules`` (peft 0.21.2 as pinned, ``tuners/tuners_utils.py`` lines 2372-2376,
 ``check_target_module_exists``: ``key in config.target_modules`` or ``any(key.endswith(f".{target_key}")
 ...)``), which the project's own injections (AutoLoRA's search layers, the Houlsby adapters'
-head, GPT-2's fused q/k/v split) and its config checks follow, so that a target names the same
-modules under every method.
+head, GPT-2's fused q/k/v split and its Conv1D -> Linear conversion) and its config checks
+follow, so that a target names the same modules under every method.
 """
 
 from __future__ import annotations
