@@ -18,7 +18,7 @@ from autolora_exp.methods.autolora.search import SearchConfig, stop_reason
 from autolora_exp.methods.autolora.threshold import threshold, threshold_ranks
 from autolora_exp.models import check_adaptable, load_backbone, load_tokenizer, target_modules
 from autolora_exp.pipeline import run
-from autolora_exp.plots import RANK_ZERO_COLOR, layer_position, rank_heatmap
+from autolora_exp.rank_heatmap import RANK_ZERO_COLOR, layer_position, rank_heatmap
 from autolora_exp.validation import validate_config
 
 MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))

@@ -45,7 +45,7 @@ from autolora_exp.task_types import TaskKind, make_kind
 from autolora_exp.library_output import quiet_libraries
 from autolora_exp.contract import Method, RankSearch, SearchContext
 from autolora_exp.models import check_head_modules, count_parameters, load_backbone, load_tokenizer, target_modules
-from autolora_exp.plots import rank_heatmap
+from autolora_exp.rank_heatmap import rank_heatmap
 from autolora_exp.precision import Precision, allow_tf32, check_precision
 from autolora_exp.rank_pattern_file import save_rank_pattern_json
 from autolora_exp.preemption import Preempted, StopSignal, stop_point

@@ -229,7 +229,7 @@ class Tracker:
     def _log_ranks(self, ranks: dict[str, int], heatmap: Path) -> None:
         import wandb
 
-        from autolora_exp.plots import layer_position
+        from autolora_exp.rank_heatmap import layer_position
 
         rows = []
         for layer, rank in ranks.items():

@@ -1,7 +1,7 @@
 """Figure 3: the rank AutoLoRA learns for every LoRA layer (QQP, MNLI, E2E in the paper).
 
 One heatmap per (task, model, method) with a search: layer types x blocks, each cell the
-layer's rank (rank 0, no LoRA, in grey: :func:`~autolora_exp.plots.rank_heatmap`). Over seeds a
+layer's rank (rank 0, no LoRA, in grey: :func:`~autolora_exp.rank_heatmap.rank_heatmap`). Over seeds a
 layer's rank is summarised by its lower median (an observed rank, so the map still shows
 integers); the title says how many seeds. A table gives the mean
 learned rank per run (the statistic the authors' recorded searches report), aggregated over
@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 from statistics import median_low
 
-from autolora_exp.plots import rank_heatmap
+from autolora_exp.rank_heatmap import rank_heatmap
 from autolora_exp.tables.layout import Fmt, entry, method_label, ordered, task_label
 from autolora_exp.tables.load import Collection, Run
 from autolora_exp.tables.render import Entry, Missing, Table

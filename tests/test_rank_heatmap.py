@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from autolora_exp.errors import UserError
-from autolora_exp.plots import layer_position, rank_heatmap
+from autolora_exp.rank_heatmap import layer_position, rank_heatmap
 
 
 @pytest.mark.parametrize(
