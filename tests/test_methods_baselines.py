@@ -326,3 +326,23 @@ def test_adalora_final_ranks_in_result_and_heatmap(make_cfg, tmp_path):
     result = run(make_cfg("debug=default", "model=tiny-roberta", "method=adalora"))
     assert len(result["ranks"]) == 4 and all(0 <= r <= 6 for r in result["ranks"].values())
     assert (tmp_path / "run" / "rank_heatmap.png").stat().st_size > 0
+
+
+def test_adalora_takes_its_authors_learning_rate_per_glue_task(tmp_path):
+    """Issue 15 item 3: at LoRA's 5e-4 AdaLoRA undertrains (its update starts from E = 0); the
+    config takes the AdaLoRA authors' per-task GLUE rate, LoRA's elsewhere; method.lr= wins."""
+    from omegaconf import OmegaConf
+
+    from autolora_exp import bench
+    from autolora_exp.methods.adalora import AUTHORS_GLUE_LR
+    from autolora_exp.glue_tasks import GLUE_TASK_NAMES
+    from conftest import REPO
+
+    def lr(*overrides: str) -> float:
+        config = bench.compose_config(["method=adalora", *overrides], tmp_path, REPO / "conf")
+        return OmegaConf.to_container(config, resolve=True)["method"]["lr"]
+
+    assert sorted(AUTHORS_GLUE_LR) == sorted(f"glue/{t}" for t in GLUE_TASK_NAMES)
+    assert lr("task=glue/stsb") == 2.2e-3 and lr("task=glue/rte") == 1.2e-3 and lr("task=glue/sst2") == 8e-4
+    assert lr() == 5e-4  # the offline default task (BBC News): LoRA's rate
+    assert lr("task=glue/stsb", "method.lr=1e-4") == 1e-4

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from autolora_exp.errors import UserError
@@ -106,6 +107,32 @@ class AdaLoRAConfig(MethodConfig):
 
 
 register_method(MethodSpec("adalora", AdaLoRAConfig, table_labels={"adalora": "AdaLoRA"}))
+
+#: AdaLoRA's learning rate per GLUE task in its authors' scripts (QingruZhang/AdaLoRA @f6968aa,
+#: NLU/scripts/run_debertav3_<task>.sh, the ``--learning_rate`` line; DeBERTaV3-base)
+AUTHORS_GLUE_LR: dict[str, float] = {
+    "glue/mnli": 5e-4,   # run_debertav3_mnli.sh:14
+    "glue/sst2": 8e-4,   # run_debertav3_sst2.sh:15
+    "glue/cola": 8e-4,   # run_debertav3_cola.sh:13
+    "glue/qqp": 8e-4,    # run_debertav3_qqp.sh:15
+    "glue/qnli": 5e-4,   # run_debertav3_qnli.sh:13
+    "glue/rte": 1.2e-3,  # run_debertav3_rte.sh:13
+    "glue/mrpc": 1e-3,   # run_debertav3_mrpc.sh:13
+    "glue/stsb": 2.2e-3,  # run_debertav3_stsb.sh:13
+}
+
+
+def authors_lr(task_name: str, default: float) -> float:
+    """``${adalora_lr:<task>,<default>}``: the authors' rate for a GLUE task, else ``default``.
+
+    Why per task and not LoRA's: AdaLoRA's update B (A * E) starts from E = 0 with A, B ~ N(0, 0.02),
+    so at LoRA's 5e-4 it stays far smaller than LoRA's in the same steps; measured on MiniLM /
+    STS-B, 512 rows, 384 steps: dev Spearman 50.2 at 5e-4 against 71.7 at 2e-3
+    (docs/bench/curves_adalora_mean.md; README, Performance)."""
+    return float(AUTHORS_GLUE_LR.get(task_name, default))
+
+
+OmegaConf.register_new_resolver("adalora_lr", authors_lr, replace=True)  # conf/method/adalora.yaml
 
 
 class AdaLoRA(Method):
