@@ -54,7 +54,7 @@ if [ "$QUICK" = 1 ]; then
   BENCH_LIMIT=300
   MODEL=tiny-roberta
   RUN=(task.max_train_samples=32 task.max_eval_samples=16 task.max_length=32 train.batch_size=8
-       train.eval_batch_size=16 train.epochs=1 task.search_epochs=1)
+       train.eval_batch_size=16 train.epochs=1 train.search_epochs=1)
   LIMIT=300
 else
   BENCH=(--model roberta-base --batch-size 16 --seq-len 512 --repeats 8 --warmup 2)
@@ -62,7 +62,7 @@ else
   MODEL=roberta-base-random
   # 1024 RTE rows at 256 tokens: the search runs 32 iterations of batch 16 on D_tr (512 rows),
   # the retrain 64 steps, evaluation covers all 277 dev rows
-  RUN=(task.max_train_samples=1024 task.max_length=256 train.epochs=1 task.search_epochs=1)
+  RUN=(task.max_train_samples=1024 task.max_length=256 train.epochs=1 train.search_epochs=1)
   LIMIT=60
 fi
 
