@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import signal
 from types import SimpleNamespace
 
 import pytest
@@ -10,12 +13,20 @@ import torch
 from torch import nn
 from transformers import RobertaConfig, RobertaForSequenceClassification
 
-from autolora_exp.contract import SearchContext
+from autolora_exp.checkpoint import Checkpointer
+from autolora_exp.contract import SearchContext, discover_methods
 from autolora_exp.errors import UserError
 from autolora_exp.methods.dylora import DyLoRA
 from autolora_exp.methods.dylora.layer import DyLoRALinear, dylora_layers, inject_dylora, set_rank
 from autolora_exp.methods.dylora.method import RankSampler, select_rank
 from autolora_exp.models import count_parameters
+from autolora_exp.pipeline import run
+from autolora_exp.preemption import Preempted, StopSignal
+from autolora_exp.tables import make_tables
+from conftest import SHARED_DATA, compose
+
+#: tiny RoBERTa (hidden 32, q and v of 2 layers) on 32 BBC News rows: D_tr 25 rows, 4 steps of 8 per epoch
+TINY = ["debug=default", "model=tiny-roberta", "method=dylora"]
 
 
 def layer_with_trained_b(r_max=5, alpha=16.0, seed=0) -> DyLoRALinear:
@@ -262,3 +273,88 @@ def test_bad_targets_name_what_the_model_has():
         DyLoRA().prepare(tiny_model(), ["self"], ["classifier"])
     with pytest.raises(UserError, match="model.head_modules: 'head' is not in the model"):
         DyLoRA().prepare(tiny_model(), ["query"], ["head"])
+
+
+# ---- through the pipeline (run.py's path) --------------------------------------------------
+
+
+def test_dylora_runs_end_to_end_without_a_training_phase(tmp_path):
+    assert discover_methods()["dylora"].table_labels == {"dylora": "DyLoRA"}
+    result = run(compose([*TINY, "method.r_max=4"], tmp_path))
+    search = result["search"]
+    chosen = search["chosen_rank"]
+    assert sorted(search["per_rank"]) == [1, 2, 3, 4]
+    scores = {int(b): m["accuracy"] for b, m in search["per_rank"].items()}
+    assert scores[chosen] == max(scores.values()) and chosen == min(b for b, v in scores.items() if v == scores[chosen])
+    assert set(result["ranks"].values()) == {chosen} and len(result["ranks"]) == 4 and result["ranks"] == search["ranks"]
+    assert sum(search["rank_draws"].values()) == search["steps"] == 4  # debug: 4 steps, one draw each
+    assert search["split"]["d_val"]["rows"] == 7  # method.val_fraction = 0.2 of 32 rows
+    assert "train" not in result["phases"] and result["phases"]["search"]["steps"] == 4  # no retrain
+    head = 32 * 32 + 32 + 32 * 5 + 5  # RobertaClassificationHead: dense + out_proj (5 BBC News classes)
+    assert result["params"]["trainable"] == head + 4 * chosen * (32 + 32)  # the truncated LoRA factors
+    assert result["metrics"]["test"] is not None and result["metrics"]["final"]["validation"]["n"] == 16
+    on_disk = json.loads((tmp_path / "search.json").read_text())
+    assert on_disk["chosen_rank"] == chosen and len(on_disk["epochs"]) == len(result["metrics"]["per_epoch"])
+    assert json.loads((tmp_path / "rank_pattern.json").read_text()) and (tmp_path / "rank_heatmap.png").exists()
+
+
+def test_bad_ranks_stop_the_run_in_one_line_before_anything_loads(tmp_path):
+    with pytest.raises(UserError, match="method.r_min=6, method.r_max=4"):
+        run(compose([*TINY, "method.r_min=6", "method.r_max=4"], tmp_path))
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_run_stopped_mid_training_resumes_to_the_same_result(tmp_path, monkeypatch):
+    """SIGTERM after step 3 of 8 (2 epochs): the resumed run redraws the same ranks (the
+    sampler's state is in the checkpoint) and gives the same numbers, bit for bit on CPU."""
+    overrides = [*TINY, "train.max_steps=null"]
+    uninterrupted = run(compose(overrides, tmp_path / "uninterrupted"))
+
+    sent: list[int] = []
+    real_due = Checkpointer.due
+
+    def due(self, at):
+        if not sent and self.phase == "search" and at == 3:
+            sent.append(at)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_due(self, at)
+
+    monkeypatch.setattr(Checkpointer, "due", due)
+    cfg = compose(overrides, tmp_path / "stopped")
+    with StopSignal() as stop, pytest.raises(Preempted) as stopped:
+        run(cfg, stop)
+    assert (stopped.value.phase, stopped.value.step) == ("dylora", 3)
+    state = torch.load(tmp_path / "stopped" / "checkpoints" / "search.pt", weights_only=False)
+    assert state["step"] == 3 and sum(state["method"]["sampler"]["draws"].values()) == 3
+    with StopSignal() as stop:
+        resumed = run(cfg, stop)
+
+    def numbers(result):
+        return {"search": result["search"], "ranks": result["ranks"],
+                "per_epoch": result["metrics"]["per_epoch"], "final": result["metrics"]["final"],
+                "test": result["metrics"]["test"], "params": result["params"]}
+
+    assert numbers(resumed) == numbers(uninterrupted)
+    assert sum(resumed["search"]["rank_draws"].values()) == 8
+
+
+def test_table1_shows_dylora_with_its_parameters_beside_lora(tmp_path, shared_data):
+    """Real runs (tiny RoBERTa, 32 RTE rows) in a Table 1 folder: DyLoRA gets its own row, label
+    from its registration, and its trainable count is that of the truncated model."""
+    counts = {}
+    for method in ("lora", "dylora"):
+        folder = tmp_path / "runs" / "table1_glue" / "glue" / "rte" / "tiny-roberta" / method / "seed0"
+        result = run(compose(["debug=default", "model=tiny-roberta", "task=glue/rte", f"method={method}",
+                              f"task.data_dir={shared_data}/glue", "name=table1_glue"], folder))
+        counts[method] = result["params"]["trainable"]
+    chosen = next(iter(result["ranks"].values()))
+    assert counts["dylora"] == 32 * 32 + 32 + 32 * 2 + 2 + 4 * chosen * (32 + 32)  # head + truncated factors
+    make_tables(tmp_path / "runs", tmp_path / "tables")
+    md = (tmp_path / "tables" / "table1_glue" / "tables.md").read_text()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in md.splitlines()
+            if line.startswith("| ")}
+    assert "DyLoRA" in rows and "LoRA (r=4)" in rows
+    header = rows["Method"]
+    assert rows["DyLoRA"][header.index("Params")] not in ("", "–")
+    assert rows["DyLoRA"][header.index("RTE")] not in ("", "–")
+    assert list(rows).index("DyLoRA") > list(rows).index("LoRA (r=4)")

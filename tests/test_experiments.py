@@ -20,18 +20,18 @@ from conftest import CONF_DIR, REPO, compose
 
 SEEDS, MINI_SEEDS = 5, 2
 N_GLUE, N_BASELINES, N_ABLATIONS = 8, 5, 8  # ablations: 4 rows x 2 presets (paper, authors)
-N_TABLE1 = N_BASELINES + 1  # Table 1 (and its mini variant) runs SoRA too (issue 18)
+N_TABLE1 = N_BASELINES + 2  # Table 1 (and its mini variant) runs SoRA and DyLoRA too (issue 18)
 
 #: experiment -> the number of runs its sweep must launch (factors: tasks x methods x seeds)
 EXPECTED_JOBS = {
-    "table1_glue": N_GLUE * N_TABLE1 * SEEDS,                       # 240
+    "table1_glue": N_GLUE * N_TABLE1 * SEEDS,                       # 280
     "figure2_roberta_large": 3 * N_BASELINES * SEEDS,              # MRPC, QQP, SST-2: 75
     "table2_nlg": 2 * N_BASELINES * SEEDS,                         # E2E, WebNLG: 50
     "table3_bionlp": 1 * N_BASELINES * SEEDS,                      # 25
     "table4_ablations": N_GLUE * N_ABLATIONS * SEEDS,              # 320
     "table5_cost": 3 * 3 * SEEDS,                                  # SST-2, MNLI, QQP x AdaLoRA, grid, AutoLoRA: 45
     "figure3_ranks": 3 * 1 * SEEDS,                                # QQP, MNLI, E2E x AutoLoRA: 15
-    "mini/table1_glue": 6 * N_TABLE1 * MINI_SEEDS,                 # GLUE less MNLI, QQP: 72
+    "mini/table1_glue": 6 * N_TABLE1 * MINI_SEEDS,                 # GLUE less MNLI, QQP: 84
     "mini/figure2_roberta_large": 2 * N_BASELINES * MINI_SEEDS,    # MRPC, SST-2: 20
     "mini/table2_nlg": 2 * N_BASELINES * MINI_SEEDS,               # 20
     "mini/table3_bionlp": 1 * N_BASELINES * MINI_SEEDS,            # 10
