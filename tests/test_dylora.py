@@ -125,6 +125,36 @@ def test_injection_freezes_the_backbone_and_trains_the_factors_and_the_head():
         inject_dylora(model, ["query"], ["classifier"], r_max=4, lora_alpha=16, lora_dropout=0.0)
 
 
+def test_with_one_rank_and_no_freezing_dylora_trains_exactly_as_lora():
+    """r_min = r_max = 3, frozen off: every step is LoRA r=3 (peft, method=lora) from the same
+    start, through the shared loop: the same losses and factors after 8 steps."""
+    from autolora_exp.methods.lora import LoRA
+    from autolora_exp.train import fit
+    from test_methods_baselines import tiny_loader, tiny_roberta, train_cfg
+
+    dylora = DyLoRA(r_min=3, r_max=3, frozen=False)
+    dylora.sampler = RankSampler(3, 3, seed=0)
+    dy_model = dylora.prepare(tiny_roberta(), ["query", "value"], ["classifier"])
+    lora = LoRA(r=3, lora_alpha=16.0, lora_dropout=0.0)
+    lora_model = lora.prepare(tiny_roberta(), ["query", "value"], ["classifier"])
+    inner = lora_model.base_model.model
+    with torch.no_grad():  # the same start: DyLoRA's A (B = 0 in both) and head
+        for name, layer in dylora_layers(dy_model).items():
+            inner.get_submodule(name).lora_A["default"].weight.copy_(layer.lora_A)
+        inner.classifier.modules_to_save["default"].load_state_dict(dy_model.classifier.state_dict())
+    losses = {}
+    for key, model, method in (("dylora", dy_model, dylora), ("lora", lora_model, lora)):
+        torch.manual_seed(1)  # the same dropout masks of the backbone
+        trained = fit(model, method, tiny_loader(4), lambda m: {"validation": {"accuracy": 0.0}},
+                      train_cfg(epochs=2), 1e-2, "accuracy", torch.device("cpu"))
+        losses[key] = [e["train_loss"] for e in trained.epochs]
+    assert losses["dylora"] == pytest.approx(losses["lora"], rel=1e-5) and losses["lora"][1] != losses["lora"][0]
+    for name, layer in dylora_layers(dy_model).items():
+        torch.testing.assert_close(layer.lora_A, inner.get_submodule(name).lora_A["default"].weight)
+        torch.testing.assert_close(layer.lora_B, inner.get_submodule(name).lora_B["default"].weight)
+        assert layer.lora_B.abs().sum() > 0  # trained
+
+
 # ---- the rank draws ------------------------------------------------------------------------
 
 
