@@ -32,7 +32,7 @@ TINY = ["debug=default", "model=tiny-roberta", "method=dylora"]
 def layer_with_trained_b(r_max=5, alpha=16.0, seed=0) -> DyLoRALinear:
     """A DyLoRA layer on a random 6 -> 4 linear map, B random (as after training; B = 0 at init)."""
     torch.manual_seed(seed)
-    layer = DyLoRALinear(nn.Linear(6, 4), r_max, lora_alpha=alpha)
+    layer = DyLoRALinear(nn.Linear(6, 4), r_max, lora_alpha=alpha, lora_dropout=0.0)
     with torch.no_grad():
         layer.lora_B.normal_()
     return layer

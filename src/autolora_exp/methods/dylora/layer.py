@@ -40,7 +40,7 @@ from autolora_exp.models import check_head_modules, check_target_modules
 class DyLoRALinear(nn.Module):
     """A frozen ``nn.Linear`` plus DyLoRA's A (r_max x in), B (out x r_max), used up to ``rank``."""
 
-    def __init__(self, base: nn.Linear, r_max: int, lora_alpha: float = 16.0, lora_dropout: float = 0.0) -> None:
+    def __init__(self, base: nn.Linear, r_max: int, lora_alpha: float, lora_dropout: float) -> None:
         super().__init__()
         if r_max < 1:
             raise UserError(f"r_max={r_max} is not a valid number of rank components; use an integer >= 1")

@@ -84,8 +84,10 @@ class DyLoRA(Method):
 
     name = "dylora"
 
-    def __init__(self, name: str = "dylora", lr: float = 5e-4, r_min: int = 1, r_max: int = 8, frozen: bool = True,
-                 lora_alpha: float = 16.0, lora_dropout: float = 0.0, val_fraction: float = 0.2) -> None:
+    def __init__(self, name: str = DyLoRAConfig.name, lr: float = DyLoRAConfig.lr, r_min: int = DyLoRAConfig.r_min,
+                 r_max: int = DyLoRAConfig.r_max, frozen: bool = DyLoRAConfig.frozen,
+                 lora_alpha: float = DyLoRAConfig.lora_alpha, lora_dropout: float = DyLoRAConfig.lora_dropout,
+                 val_fraction: float = DyLoRAConfig.val_fraction) -> None:
         check_fields(DyLoRAConfig(name=name, lr=lr, r_min=r_min, r_max=r_max, frozen=frozen, lora_alpha=lora_alpha,
                                   lora_dropout=lora_dropout, val_fraction=val_fraction), "method.")
         self.name = name
