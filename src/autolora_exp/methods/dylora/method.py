@@ -10,7 +10,7 @@
 
 Source: the reference code, huawei-noah/Efficient-NLP @ bb44348, DyLoRA/: the step's rank is
 ``torch.randint(0, r_max)`` + 1, uniform over 1..r_max, set on every layer with ``frozen=True``
-before each step (examples/NLU/examples/text-classification/run_glue.py:543-552); after
+before each step (examples/NLU/examples/text-classification/run_glue.py:542-552); after
 training every rank 1..r_max is evaluated (run_glue.py:603-612). The paper selects among the
 ranks on the dev set; here the choice is made on D_val, a held-out share of the training set
 (``val_fraction``), and dev/test only report the chosen model.
