@@ -113,6 +113,16 @@ def test_truncation_keeps_the_rank_b_outputs_and_counts_only_b_components():
     assert DyLoRA(r_max=4).ranks(model) == {name: 2 for name in dylora_layers(model)}
 
 
+def test_the_adapted_model_is_the_backbone_at_init_at_every_rank():
+    batch = batches(1)[0]
+    model = tiny_model().eval()
+    before = model(input_ids=batch["input_ids"]).logits
+    DyLoRA(r_max=4).prepare(model, ["query", "value"], ["classifier"])
+    for b in (1, 4):
+        set_rank(model, b)
+        assert torch.equal(model(input_ids=batch["input_ids"]).logits, before)  # B = 0: Delta W = 0
+
+
 def test_injection_freezes_the_backbone_and_trains_the_factors_and_the_head():
     model = tiny_model()
     layers = inject_dylora(model, ["query", "value"], ["classifier"], r_max=4, lora_alpha=16, lora_dropout=0.0)
@@ -388,3 +398,14 @@ def test_table1_shows_dylora_with_its_parameters_beside_lora(tmp_path, shared_da
     assert rows["DyLoRA"][header.index("Params")] not in ("", "–")
     assert rows["DyLoRA"][header.index("RTE")] not in ("", "–")
     assert list(rows).index("DyLoRA") > list(rows).index("LoRA (r=4)")
+
+
+def test_dylora_on_e2e_with_gpt2s_fused_attention(tmp_path):
+    """A generation task: GPT-2's c_attn is split into q/k/v linears (model.target_modules
+    c_attn.q, c_attn.v), every candidate rank is scored by decoding D_val."""
+    from test_nlg_pipeline import QV_LAYERS, tiny
+
+    result = run(compose(tiny("e2e", "method=dylora", "method.r_max=3"), tmp_path))
+    assert sorted(result["ranks"]) == sorted(QV_LAYERS) and len(set(result["ranks"].values())) == 1
+    assert sorted(result["search"]["per_rank"]) == [1, 2, 3]
+    assert all("bleu" in m for m in result["search"]["per_rank"].values()) and result["metrics"]["test"]["n_inputs"]
