@@ -161,7 +161,7 @@ class DyLoRA(Method):
         for layer in dylora_layers(model).values():
             layer.truncate(chosen)
         record = {"chosen_rank": chosen, "metric": ctx.primary_metric, "per_rank": per_rank,
-                  "rank_draws": dict(self._sampler().draws), "frozen": self.frozen}
+                  "rank_draws": dict(self._sampler().draws)}
         return RankSearch(ranks=self.ranks(model), steps=trained.steps, passes_per_iteration=1, record=record,
                           artifacts={"search.json": {**record, "epochs": trained.epochs}}, model=model,
                           epochs=trained.epochs)
