@@ -309,8 +309,16 @@ def test_bad_values_are_one_line_errors_naming_the_key(kwargs, message):
 def test_bad_targets_name_what_the_model_has():
     with pytest.raises(UserError, match="target module 'nope' is not in the model"):
         DyLoRA().prepare(tiny_model(), ["nope"], ["classifier"])
-    with pytest.raises(UserError, match="is a RobertaSelfAttention, not nn.Linear"):
+    with pytest.raises(UserError, match="'roberta.encoder.layer.0.attention.self' is a RobertaSelfAttention, not a "
+                                        "linear layer"):
         DyLoRA().prepare(tiny_model(), ["self"], ["classifier"])
+    with pytest.raises(UserError, match="'classifier.out_proj' is part of the task head 'classifier'"):
+        DyLoRA().prepare(tiny_model(), ["query", "out_proj"], ["classifier"])
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2, n_positions=16))
+    with pytest.raises(UserError, match="'transformer.h.0.mlp.c_fc' is a Conv1D; DyLoRA adapts nn.Linear layers"):
+        DyLoRA().prepare(gpt2, ["c_fc"], [])
     with pytest.raises(UserError, match="model.head_modules: 'head' is not in the model"):
         DyLoRA().prepare(tiny_model(), ["query"], ["head"])
 
@@ -409,3 +417,13 @@ def test_dylora_on_e2e_with_gpt2s_fused_attention(tmp_path):
     assert sorted(result["ranks"]) == sorted(QV_LAYERS) and len(set(result["ranks"].values())) == 1
     assert sorted(result["search"]["per_rank"]) == [1, 2, 3]
     assert all("bleu" in m for m in result["search"]["per_rank"].values()) and result["metrics"]["test"]["n_inputs"]
+
+
+def test_dylora_on_every_linear_layer(tmp_path):
+    """model.target_modules=all_linear: q, k, v, o and both feed-forward layers of each block."""
+    result = run(compose([*TINY, "model.target_modules=all_linear", "method.r_max=3"], tmp_path))
+    chosen = result["search"]["chosen_rank"]
+    assert len(result["ranks"]) == 2 * 6 and set(result["ranks"].values()) == {chosen}
+    in_plus_out = 4 * (32 + 32) + (32 + 64) + (64 + 32)  # q, k, v, o: 32 -> 32; intermediate 32 -> 64; output 64 -> 32
+    head = 32 * 32 + 32 + 32 * 5 + 5
+    assert result["params"]["trainable"] == head + 2 * chosen * in_plus_out

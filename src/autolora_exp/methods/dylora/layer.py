@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from autolora_exp.errors import UserError
-from autolora_exp.models import check_head_modules, check_target_modules
+from autolora_exp.models import check_adaptable, check_head_modules, check_target_modules
 
 
 class DyLoRALinear(nn.Module):
@@ -105,21 +105,22 @@ class DyLoRALinear(nn.Module):
 
 def inject_dylora(model: nn.Module, target_modules: list[str], head_modules: list[str], r_max: int,
                   lora_alpha: float, lora_dropout: float) -> dict[str, DyLoRALinear]:
-    """Replace every target ``nn.Linear`` (peft's suffix match) by a :class:`DyLoRALinear`, in place.
+    """Replace every target (peft's suffix match; a linear layer outside the head, as
+    :func:`~autolora_exp.models.check_adaptable` requires) by a :class:`DyLoRALinear`, in place.
 
     Everything is frozen except A, B and the head modules (trained by every method). Returns
     {full module name: layer} in model order.
     """
-    names = check_target_modules(model, list(target_modules))
+    for name in check_target_modules(model, list(target_modules)):
+        if isinstance(model.get_submodule(name), DyLoRALinear):
+            raise UserError(f"module {name!r} already has a DyLoRA adapter; inject once per model")
+    check_head_modules(model, list(head_modules))
+    names = check_adaptable(model, list(target_modules), list(head_modules))  # linear layers outside the head
     for name in names:
         module = model.get_submodule(name)
-        if isinstance(module, DyLoRALinear):
-            raise UserError(f"module {name!r} already has a DyLoRA adapter; inject once per model")
-        if not isinstance(module, nn.Linear):
-            linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
-            raise UserError(f"target module {name!r} is a {type(module).__name__}, not nn.Linear; DyLoRA adapts "
-                            f"linear layers, here named: {', '.join(linear)}")
-    check_head_modules(model, list(head_modules))
+        if not isinstance(module, nn.Linear):  # GPT-2's Conv1D: load_backbone turns targeted ones into nn.Linear
+            raise UserError(f"model.target_modules: '{name}' is a {type(module).__name__}; DyLoRA adapts nn.Linear "
+                            "layers (models.load_backbone loads targeted GPT-2 Conv1D layers as nn.Linear)")
     heads = check_target_modules(model, list(head_modules)) if head_modules else []
     for p in model.parameters():
         p.requires_grad_(False)
