@@ -38,6 +38,8 @@ CONFIGS: dict[str, list[str]] = {
     "full_ft": ["method=full_ft"],
     # a threshold that zeroes some gates within the 4 steps, so the proximal step's numbers count
     "sora": ["method=sora", "method.xi=0.1", "method.lr=0.05"],
+    # no retrain: the search's training (rank draws), every rank's D_val score, the truncated model
+    "dylora": ["method=dylora"],
 }
 #: keys whose values are costs of the machine, not numbers of the method
 COST_KEYS = {"wall_s", "cpu_s", "wall_time_s", "peak_rss_mb", "peak_mem_mb", "attempts"}
