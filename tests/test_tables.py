@@ -178,7 +178,7 @@ def test_table1_layout_missing_cell_and_average(tmp_path):
 
 def test_sora_is_a_table1_row_with_its_label_and_parameters(tmp_path):
     """A method registered beside its code (SoRA, methods/sora; issue 18) gets its row, its
-    label and its trainable parameters, after the paper's rows."""
+    label and its trainable parameters, in Table 1's layout (the proposed method last)."""
     for seed, score in ((0, 0.6), (1, 0.7)):
         write_run(tmp_path, make_result("table1_glue", "glue/rte", "lora", seed, 0.65, trainable=300_000))
         write_run(tmp_path, make_result("table1_glue", "glue/rte", "sora", seed, score, trainable=1_330_000))
@@ -186,7 +186,8 @@ def test_sora_is_a_table1_row_with_its_label_and_parameters(tmp_path):
     md = md_of(tmp_path / "out", "table1_glue")
     header = row(md, "Method")
     labels = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ")][1:]
-    assert labels[:6] == ["Full FT", "Adapter", "LoRA (r=4)", "AdaLoRA", "AutoLoRA", "SoRA"]
+    assert labels[:7] == ["Full FT", "Adapter", "LoRA (r=4)", "AdaLoRA", "SoRA", "DyLoRA", "AutoLoRA"]
+    assert "roberta-base | DyLoRA: RTE" in md  # a layout row without runs is listed as missing
     assert row(md, "SoRA")[1] == "1.33M" and row(md, "SoRA")[header.index("RTE")] == "65.0 [60.0–70.0] n=2"
 
 

@@ -21,7 +21,7 @@ TASK_LABELS = {
     "bionlp": "BioNLP", "wnut16": "WNUT-16", "bbc_news": "BBC News",
 }
 #: Table 1's rows, in the paper's order (full fine-tuning first, the proposed method last)
-BASELINES = ("full_ft", "adapter", "lora", "adalora", "autolora")
+BASELINES = ("full_ft", "adapter", "lora", "adalora", "sora", "dylora", "autolora")
 #: issue 15's comparison: the baselines, then the three AutoLoRA searches
 EVIDENCE = ("full_ft", "lora", "adalora", "autolora", "autolora_authors", "autolora_eta0")
 ABLATIONS = ("autolora", "autolora_no_cst", "autolora_sigmoid", "autolora_eta0",
