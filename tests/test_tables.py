@@ -187,7 +187,7 @@ def test_sora_is_a_table1_row_with_its_label_and_parameters(tmp_path):
     header = row(md, "Method")
     labels = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ")][1:]
     assert labels[:7] == ["Full FT", "Adapter", "LoRA (r=4)", "AdaLoRA", "SoRA", "DyLoRA", "AutoLoRA"]
-    assert "roberta-base | DyLoRA: RTE" in md  # a layout row without runs is listed as missing
+    assert "roberta-base | DyLoRA: CoLA, SST-2" in md  # a layout row without runs: its cells are listed missing
     assert row(md, "SoRA")[1] == "1.33M" and row(md, "SoRA")[header.index("RTE")] == "65.0 [60.0–70.0] n=2"
 
 
