@@ -80,12 +80,28 @@ def dropped_nulls(a: Any, b: Any, path: str = "") -> list[str]:
     return []
 
 
+#: keys this run writes that the baseline (recorded before they existed) lacks, each with why it
+#: cannot have changed a number: listed, not counted as differences
+ADDED_SINCE_BASELINE = {
+    ".search.json.config.min_rank": "issue 18's search.min_rank; 0 = the earlier rule, no floor",
+    ".params.effective": "SoRA's parameter count after pruning, written since the pipeline calls parameter_counts",
+}
+
+
+def added_keys(a: Any, b: Any, path: str = "") -> list[str]:
+    """Keys of :data:`ADDED_SINCE_BASELINE` that this run has and the baseline lacks."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = [f"{path}.{k}" for k in b.keys() - a.keys() if f"{path}.{k}" in ADDED_SINCE_BASELINE]
+        return out + [d for k in a.keys() & b.keys() for d in added_keys(a[k], b[k], f"{path}.{k}")]
+    return []
+
+
 def differences(a: Any, b: Any, path: str = "") -> list[str]:
     """Dotted paths where ``a`` and ``b`` differ (floats compared with ==); a null of the
     baseline that this run leaves out is not a difference (:func:`dropped_nulls`)."""
     if isinstance(a, dict) and isinstance(b, dict):
         out = [f"{path}.{k}: only in {'baseline' if k in a else 'this run'}" for k in sorted(set(a) ^ set(b), key=str)
-               if not (k in a and a[k] is None)]
+               if not (k in a and a[k] is None) and f"{path}.{k}" not in ADDED_SINCE_BASELINE]
         for k in a.keys() & b.keys():
             out += differences(a[k], b[k], f"{path}.{k}")
         return out
@@ -122,8 +138,10 @@ def main() -> int:
         diff = differences(baseline[name], current)
         failed |= bool(diff)
         nulls = dropped_nulls(baseline[name], current)
+        added = added_keys(baseline[name], current)
         print(f"[identical] {name}: " + ("identical" if not diff else f"{len(diff)} difference(s)")
-              + (f" (null keys no longer written: {', '.join(sorted(nulls))})" if nulls else ""))
+              + (f" (null keys no longer written: {', '.join(sorted(nulls))})" if nulls else "")
+              + (f" (keys added since the baseline: {', '.join(sorted(added))})" if added else ""))
         for line in diff[:20]:
             print(f"    {line}")
     return 1 if failed else 0
