@@ -112,8 +112,7 @@ def split_fused_qkv(model: nn.Module, targets: list[str]) -> list[str]:
             raise UserError(f"target '{parent}.<q|k|v>' names slices of '{parent}', which is a "
                             f"{type(hits[0][1]).__name__}, not a fused q/k/v Conv1D (GPT-2's c_attn)")
         for name, module in fused:
-            parent_name, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent_name) if parent_name else model, child, SplitQKV(module))
+            model.set_submodule(name, SplitQKV(module))
             split.append(name)
     return split
 
@@ -130,8 +129,6 @@ def conv1d_as_linear(model: nn.Module, targets: list[str]) -> list[str]:
     replaced = []
     for name, module in list(model.named_modules()):
         if name and isinstance(module, Conv1D) and matches(name, targets):
-            parent_name, _, child = name.rpartition(".")
-            linear = _linear_of_columns(module, slice(None))
-            setattr(model.get_submodule(parent_name) if parent_name else model, child, linear)
+            model.set_submodule(name, _linear_of_columns(module, slice(None)))
             replaced.append(name)
     return replaced

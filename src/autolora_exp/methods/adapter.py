@@ -163,10 +163,8 @@ class HoulsbyAdapter(Method):
         hidden_size = model.config.hidden_size
         ref = next(model.parameters())
         for name in sites:
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name)
             adapter = Adapter(hidden_size, self.bottleneck, self.nonlinearity).to(ref.device, ref.dtype)
-            setattr(parent, child, WithAdapter(getattr(parent, child), adapter))
+            model.set_submodule(name, WithAdapter(model.get_submodule(name), adapter))
         return model
 
     def adapter_parameter_count(self, model: nn.Module) -> int:

@@ -148,8 +148,7 @@ def inject_selection_lora(
         layer = SelectionLoRALinear(
             base, k, gate=gate, lora_alpha=lora_alpha, lora_dropout=lora_dropout, selection_init=selection_init
         )
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, layer)
+        model.set_submodule(name, layer)
         layers[name] = layer
     for layer in layers.values():
         for p in (layer.lora_A, layer.lora_B, layer.selection_logits):

@@ -126,9 +126,8 @@ def inject_dylora(model: nn.Module, target_modules: list[str], head_modules: lis
         p.requires_grad_(False)
     layers: dict[str, DyLoRALinear] = {}
     for name in names:
-        parent_name, _, child = name.rpartition(".")
         layer = DyLoRALinear(model.get_submodule(name), r_max, lora_alpha, lora_dropout)
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, layer)
+        model.set_submodule(name, layer)
         layers[name] = layer
     for name in heads:
         model.get_submodule(name).requires_grad_(True)

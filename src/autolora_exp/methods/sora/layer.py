@@ -104,11 +104,9 @@ def inject_sora(model: nn.Module, target_modules: list[str], head_modules: list[
     layers: dict[str, SoRALinear] = {}
     order = {n: i for i, (n, _) in enumerate(model.named_modules())}
     for name in sorted(names, key=order.__getitem__):
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        layer = SoRALinear(getattr(parent, child), r_max, lora_alpha, lora_dropout, gate_init)
+        layer = SoRALinear(model.get_submodule(name), r_max, lora_alpha, lora_dropout, gate_init)
         layer.base.requires_grad_(False)
-        setattr(parent, child, layer)
+        model.set_submodule(name, layer)
         layers[name] = layer
     for name in heads:
         model.get_submodule(name).requires_grad_(True)
