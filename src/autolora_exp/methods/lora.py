@@ -7,7 +7,7 @@ module names, never by creation order.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from torch import nn
 
@@ -26,6 +26,9 @@ class LoRAConfig(MethodConfig):
     lora_dropout: float = accepts(0.1, **DROPOUT)
     #: per-module ranks (exact module name -> rank); empty = ``r`` everywhere
     rank_pattern: dict[str, int] = accepts(factory=dict, item=Accepts(**COUNT))
+    #: a ``rank_pattern.json`` of an AutoLoRA run ({full module name: rank}): the retrain AutoLoRA
+    #: does with those ranks (same peft config; rank-0 layers get no LoRA); null = ``r`` / ``rank_pattern``
+    rank_pattern_file: Optional[str] = None
 
 
 register_method(MethodSpec("lora", LoRAConfig, table_labels={"lora": "LoRA"}))
@@ -44,6 +47,7 @@ class LoRA(Method):
         rank_pattern: dict[str, int] | None = None,
         alpha_pattern: dict[str, float] | None = None,
         target_modules: list[str] | None = None,
+        rank_pattern_file: str | None = None,
     ) -> None:
         self.name = name
         self.lr = lr
@@ -54,6 +58,23 @@ class LoRA(Method):
         self.alpha_pattern = dict(alpha_pattern or {})
         #: overrides the model's targets (AutoLoRA's retrain: exact names of rank > 0 layers)
         self.target_modules = list(target_modules) if target_modules else None
+        if rank_pattern_file:
+            self._use_rank_pattern_file(rank_pattern_file)
+
+    def _use_rank_pattern_file(self, path: str) -> None:
+        """The peft config of AutoLoRA's retrain (``scaling=per_layer``) for the ranks in ``path``
+        (a ``rank_pattern.json``): ``method=lora method.rank_pattern_file=...`` trains exactly what
+        an AutoLoRA run with those found ranks retrains (same seed: same numbers)."""
+        # imported here: the autolora package imports this module
+        from autolora_exp.errors import UserError
+        from autolora_exp.methods.autolora.rank_pattern import load_rank_pattern_json, rank_pattern_config
+
+        if self.rank_pattern or self.alpha_pattern or self.target_modules:
+            raise UserError(f"method.rank_pattern_file={path!r} sets the ranks; leave method.rank_pattern, "
+                            "alpha_pattern and target_modules empty")
+        kwargs = rank_pattern_config(load_rank_pattern_json(path), lora_alpha=self.lora_alpha, scaling="per_layer")
+        self.r, self.rank_pattern, self.alpha_pattern = kwargs["r"], kwargs["rank_pattern"], kwargs["alpha_pattern"]
+        self.target_modules = kwargs["target_modules"]
 
     def peft_config(self, target_modules: list[str], head_modules: list[str]) -> Any:
         from peft import LoraConfig

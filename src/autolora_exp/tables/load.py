@@ -206,7 +206,8 @@ def run_value(run: Run, value: str, metric: str | None = None) -> float | None:
 def variant_of(config: dict[str, Any]) -> str:
     """The swept setting that splits one method's runs into separate cells: LoRA's uniform rank."""
     method = config.get("method") or {}
-    if method.get("name") == "lora" and not method.get("rank_pattern") and "r" in method:
+    if method.get("name") == "lora" and not method.get("rank_pattern") and not method.get("rank_pattern_file") \
+            and "r" in method:
         return f"r={method['r']}"
     return ""
 
