@@ -133,7 +133,7 @@ class BenchRun:
 class RunRecord:
     key: dict[str, Any]
     folder: Path
-    #: completed | failed
+    #: completed | failed | not_run (no finished result to reuse, and computing was off)
     status: str
     #: True when a finished result.json of the same config was reused (nothing recomputed)
     reused: bool = False
@@ -151,14 +151,15 @@ class RunRecord:
 
 
 def run_one(run: BenchRun, repo: Path, python: str = sys.executable, echo: bool = True,
-            committed: tuple[Path, Path] | None = None) -> RunRecord:
+            committed: tuple[Path, Path] | None = None, compute: bool = True) -> RunRecord:
     """Reuse a finished result.json of the run's config, or run it in a fresh process.
 
     Reused where it lies (:func:`find_reusable`): the planned folder with the config digest
     (``seed<N>-<digest>``), the planned folder without it (the layout before run folders carried
     it), or another ``seed<N>-*`` folder beside them. With ``committed = (runs_root, store)`` the
     same places in a store of committed results (e.g. ``docs/bench/runs`` from another machine)
-    are looked at next, and a hit is copied here (:func:`import_committed`).
+    are looked at next, and a hit is copied here (:func:`import_committed`). ``compute=False``:
+    a run with no finished result is not started (status ``not_run``).
     """
     conf_dir = repo / "conf"
     current = resolved_config(run.overrides, run.folder, conf_dir)
@@ -175,6 +176,8 @@ def run_one(run: BenchRun, repo: Path, python: str = sys.executable, echo: bool 
         return RunRecord(run.key, folder, "completed", reused=True, result=finished,
                          process=_read_json(folder / BENCH_FILE).get("process", {}))
     run = BenchRun(run.key, run.overrides, with_digest(run.folder, digest))
+    if not compute:
+        return RunRecord(run.key, run.folder, "not_run", error="no finished result; not computed")
 
     run.folder.mkdir(parents=True, exist_ok=True)
     cmd = [python, str(repo / "run.py"), *run.overrides, f"hydra.run.dir={run.folder}"]
@@ -328,8 +331,11 @@ def reusable_result(folder: Path, digest: str, current: dict[str, Any] | None = 
     return stored | {"reused_with_added_keys": added} | ({"reused_with_dropped_keys": dropped} if dropped else {})
 
 
-#: the files of a finished run that a committed store keeps (small JSON: no weights, no logs)
-COMMITTED_FILES = (results.RESULT_FILE, BENCH_FILE)
+#: an AutoLoRA search's thresholded ranks at every alpha log (:func:`autolora_exp.search_budget.search_ranks`),
+#: written beside result.json by scripts/bench_search_budget.py: what the budget curve is rebuilt from
+SEARCH_RANKS_FILE = "search_ranks.json"
+#: the files of a finished run that a committed store keeps when present (small JSON: no weights, no logs)
+COMMITTED_FILES = (results.RESULT_FILE, BENCH_FILE, SEARCH_RANKS_FILE)
 
 
 def candidate_folders(planned: Path, digest: str) -> list[Path]:
