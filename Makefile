@@ -21,7 +21,7 @@ demo:  ## the whole pipeline on the embedded offline default (packaged MiniLM on
 # Benchmarks (issue 9): every run goes through run.py into outputs/bench/runs/...; finished runs
 # are reused, so a target can be stopped and rerun to resume. Pass settings through the *_ARGS
 # variables, e.g. make bench-quality BENCH_QUALITY_ARGS="--tasks rte,mrpc --seeds 0".
-.PHONY: bench bench-step bench-cost bench-quality bench-curves
+.PHONY: bench bench-step bench-cost bench-quality bench-curves bench-budget
 BENCH_OUT ?= outputs/bench
 BENCH_STEP_ARGS ?= --threads 1 --repeats 7
 BENCH_COST_ARGS ?=
@@ -29,6 +29,8 @@ BENCH_COST_ARGS ?=
 BENCH_QUALITY_ARGS ?= --settings docs/bench/curves_glue.json --seeds 0,1,2,3,4
 # issue 15: the curves behind docs/bench/curves.md (finished runs are imported from docs/bench/runs)
 BENCH_CURVES_ARGS ?= --tasks stsb --poolings cls,mean --train-samples 512 --max-lengths 64 --epochs 12
+# issue 19: the search budget curve behind docs/bench/search_budget.md (its defaults: issue 15's STS-B setting)
+BENCH_BUDGET_ARGS ?=
 
 bench: bench-step bench-cost bench-quality  ## the three benchmarks (JSON + Markdown summaries in outputs/bench/)
 
@@ -40,6 +42,9 @@ bench-cost:  ## end-to-end cost of AutoLoRA and autolora_fast vs AdaLoRA, one Lo
 
 bench-curves:  ## LoRA r=4 learning curves per GLUE task -> the smallest setting at its plateau (docs/bench/curves.md)
 	$(PYTHON) scripts/bench_curves.py --out $(BENCH_OUT) $(BENCH_CURVES_ARGS)
+
+bench-budget:  ## AutoLoRA's search budget curve: ranks, retrained score and cost of shorter searches (MiniLM, STS-B, 3 seeds)
+	$(PYTHON) scripts/bench_search_budget.py --out $(BENCH_OUT) $(BENCH_BUDGET_ARGS)
 
 bench-quality:  ## MiniLM on the GLUE tasks of docs/bench/curves.json at their chosen settings: full FT, LoRA r=2/4/8, AdaLoRA, AutoLoRA (paper, authors', eta=0), 5 seeds, paired differences
 	$(PYTHON) scripts/bench_quality.py --out $(BENCH_OUT) $(BENCH_QUALITY_ARGS)
