@@ -7,10 +7,9 @@
 Runs, in this order (each through run.py in its own folder, finished ones reused or imported
 from the committed store docs/bench/runs, and exported to it as they finish):
 
-    1. the full search (``method=autolora``, --search-epochs over D_tr, alpha every --log-every
-       iterations) with its retrain, per seed; its ranks at every alpha log are kept
-       (search_ranks.json, committed)
-    2. ``method=autolora_fast`` per seed, then LoRA r=4 per seed (the cost reference)
+    1-2. per seed, back to back: the full search (``method=autolora``, --search-epochs over D_tr,
+       alpha every --log-every iterations) with its retrain, its ranks at every alpha log kept
+       (search_ranks.json, committed); ``method=autolora_fast``; LoRA r=4 (the cost reference)
     3. for each of --retrain-budgets, per seed: the retrain of the ranks the full search had after
        that share of its iterations (``method=lora method.rank_pattern_file=...``, the retrain an
        AutoLoRA run with those ranks does); skipped when they equal the full search's ranks
@@ -80,7 +79,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def plan(args: argparse.Namespace, cost: Any) -> tuple[list[BenchRun], dict[str, Any]]:
-    """Runs 1-2 (full searches, autolora_fast, LoRA r=4) through bench_cost's plan, in this order."""
+    """Runs 1-2 (full search, autolora_fast, LoRA r=4) through bench_cost's plan, seed by seed: a
+    stopped benchmark leaves complete paired comparisons of its first seeds."""
     seeds = parse_list(args.seeds, "--seeds", int)
     budgets = parse_list(args.budgets, "--budgets", float)
     retrain = [] if args.retrain_budgets.lower() == "none" else parse_list(args.retrain_budgets,
@@ -96,9 +96,7 @@ def plan(args: argparse.Namespace, cost: Any) -> tuple[list[BenchRun], dict[str,
     ns.override = [*pooling, *args.override]
     ns.autolora_override = [f"method.search.log_every={args.log_every}"]
     ns.patience, ns.patience_every = 3, 4  # bench_cost's defaults (its autolora_converge row, not run here)
-    runs, settings = cost.plan(ns)
-    rank = {"autolora": 0, "autolora_fast": 1, "lora": 2}
-    runs.sort(key=lambda r: (rank[r.key["method"]], r.key["seed"]))
+    runs, settings = cost.plan(ns)  # seed-major: each seed's full search, autolora_fast and LoRA back to back
     settings |= {"budgets": budgets, "retrain_budgets": retrain, "log_every": args.log_every,
                  "pooling": args.pooling, "seeds": seeds,
                  "bench_cost_command": "python scripts/bench_cost.py " + " ".join(_cost_argv(args, pooling))}
@@ -249,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             return rec
 
         full = {}
-        for run in runs:  # full searches first, then autolora_fast, then LoRA (plan's order)
+        for run in runs:  # seed by seed: full search, autolora_fast, LoRA
             rec = execute(run)
             if run.key["method"] == "autolora":
                 full[run.key["seed"]] = rec

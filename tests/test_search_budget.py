@@ -154,13 +154,14 @@ def test_points_derive_budget_costs_reuse_the_full_retrain_for_equal_ranks_and_l
     assert "`autolora_fast`" in table and "misses: cost" in table and "| meets |" in table
 
 
-def test_script_plan_shares_bench_costs_folders_full_searches_first(tmp_path, shared_data):
+def test_script_plan_shares_bench_costs_folders_seed_by_seed(tmp_path, shared_data):
     from test_bench import load_script
 
     script = load_script("bench_search_budget")
     args = script.parse_args(["--out", str(tmp_path), "--device", "cpu"])
     runs, st = script.plan(args, script._bench_cost())
-    assert [r.key["method"] for r in runs] == ["autolora"] * 3 + ["autolora_fast"] * 3 + ["lora"] * 3
+    assert [(r.key["seed"], r.key["method"]) for r in runs[:4]] == [
+        (0, "autolora"), (0, "autolora_fast"), (0, "lora"), (1, "autolora")] and len(runs) == 9
     cost = load_script("bench_cost")
     cost_runs, _ = cost.plan(cost.parse_args(st["bench_cost_command"].split()[2:] + ["--out", str(tmp_path),
                                                                                       "--device", "cpu"]))
