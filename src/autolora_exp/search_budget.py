@@ -251,7 +251,7 @@ def plot(summary: dict[str, Any], path: Path, title: str) -> Path:
 
     fig = Figure(figsize=(10, 4.2))
     FigureCanvasAgg(fig)
-    ax_d, ax_s = fig.subplots(1, 2)
+    ax_d, ax_s = fig.subplots(1, 2, sharex=True)
     for ax, key, scale, ylabel in ((ax_d, "rank_distance", 1, "mean |rank - full search's rank| per layer"),
                                    (ax_s, "score", 100, "retrained dev score x100 (best epoch)")):
         for p in summary["points"]:
