@@ -120,7 +120,7 @@ def _result(score, search_wall=None, search_cpu=None, train_wall=100.0, train_cp
     return out
 
 
-def test_points_derive_budget_costs_reuse_the_full_retrain_for_equal_ranks_and_list_what_is_missing():
+def test_points_derive_budget_costs_reuse_the_full_retrain_for_equal_ranks_and_list_what_is_missing(monkeypatch):
     final = {"l0.query": 1, "l0.value": 1}
     early = {"l0.query": 1, "l0.value": 4}
     path = {"total_steps": 8, "log_every": 2, "layers": LAYERS, "steps": [0, 2, 4, 6, 8],
@@ -131,6 +131,10 @@ def test_points_derive_budget_costs_reuse_the_full_retrain_for_equal_ranks_and_l
     lora = {0: _result(0.50, train_wall=100.0, train_cpu=50.0), 1: _result(0.55, train_wall=100.0, train_cpu=50.0)}
     retrains = {(0, sb.ranks_digest(early)): _result(0.66, train_wall=110.0, train_cpu=55.0, ranks=early)}
     rows = sb.points(full, {0: path, 1: path}, retrains, fast, lora, budgets=[0.25, 0.5])
+    two_seeds = sb.summarise(rows, lora)
+    assert all(p["within_full_seed_spread"] is None for p in two_seeds["points"])  # 2 seeds < 3
+    assert "needs 3 seeds; cost met" in sb.markdown_table(two_seeds)
+    monkeypatch.setattr(sb, "VERDICT_SEEDS", 1)
     by = {(r["point"], r["seed"]): r for r in rows}
     quarter = by[("1/4", 0)]  # 2 iterations: early ranks, retrained on their own
     assert quarter["iterations"] == 2 and quarter["ranks"] == early and quarter["retrain"] == "lora rank_pattern_file"
