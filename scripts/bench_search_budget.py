@@ -201,9 +201,10 @@ def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines += [f"Machine: {machine_line(m)}; at the end {report['loadavg_end']}. Benchmark wall time "
               f"{report['bench_wall_s']:.0f} s ({report['runs_computed']} run(s) computed, {report['runs_reused']} "
-              f"reused); the runs' process wall time {report['runs_process_wall_s']:.0f} s in all.", "",
-              f"Reproduce: `{report['command']}`; the measured grid and AdaLoRA beside these runs: "
-              f"`{st['bench_cost_command']}`.", ""]
+              f"reused, {report.get('runs_not_run', 0)} not run); the runs' process wall time {report['runs_process_wall_s']:.0f} s in all.", "",
+              f"Reproduce: `{report['command'].replace(' --no-compute', '')}`"
+              + (" (this report: built with --no-compute from the finished runs)" if "--no-compute" in report["command"]
+                 else "") + f"; the measured grid and AdaLoRA beside these runs: `{st['bench_cost_command']}`.", ""]
     return "\n".join(lines)
 
 

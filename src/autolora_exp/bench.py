@@ -502,7 +502,8 @@ def write_report(bench: str, script: str, argv: list[str], settings: dict[str, A
     report: dict[str, Any] = {"bench": bench, "created": results.now(), "command": command_line(script, argv),
                               "settings": settings, "machine": machine, "loadavg_end": machine_info()["loadavg"],
                               "bench_wall_s": round(time.perf_counter() - start, 1),
-                              "runs_computed": sum(1 for r in records if not r.reused),
+                              "runs_computed": sum(1 for r in records if not r.reused and r.status != "not_run"),
+                              "runs_not_run": sum(1 for r in records if r.status == "not_run"),
                               "runs_reused": sum(1 for r in records if r.reused),
                               # the runs' own process wall seconds, whenever they were computed
                               "runs_process_wall_s": round(sum(r.process.get("wall_s") or 0 for r in records), 1),
