@@ -14,6 +14,10 @@ from the committed store docs/bench/runs, and exported to it as they finish):
        that share of its iterations (``method=lora method.rank_pattern_file=...``, the retrain an
        AutoLoRA run with those ranks does); skipped when they equal the full search's ranks
 
+A retrain's config names its rank file, ``<out>/runs/cost/<settings>/ranks/<digest>.json`` relative
+to the repository, so committed retrains are found again with the default --out (outputs/bench)
+only; another --out recomputes them (the full searches, autolora_fast and LoRA are found anyway).
+
 A shorter search is the prefix of the full one, so the ranks of every budget come from the full
 search's history without rerunning it (see src/autolora_exp/search_budget.py, which also defines
 every figure). Runs 1-2 use scripts/bench_cost.py's folders and overrides: `make bench-cost` at
