@@ -42,7 +42,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from autolora_exp.bench import (BenchRun, RunRecord, add_run_arguments, fmt_stat, glue_task, machine_line, md_table,
+from autolora_exp.bench import (BenchRun, RunRecord, add_committed_argument, add_run_arguments, committed_store, fmt_stat, glue_task, machine_line, md_table,
                                 parse_list, parse_with_quick, portable_data_dir, run_benchmark, stats)
 from autolora_exp.errors import UserError
 
@@ -58,7 +58,8 @@ REFERENCES = ("adalora", "lora_grid", "lora")
 #: --quick: tiny-roberta on a few rows of RTE, four optimiser steps per training and per search
 #: (AdaLoRA needs >= 3: with 2 its final-mask phase starts before any sensitivity exists)
 QUICK = dict(model="tiny-roberta", task="rte", train_samples=32, eval_samples=16, max_length=32, epochs=1,
-             search_epochs=1, batch_size=8, grid="1,2", seeds="0", override=["train.max_steps=4"], patience_every=1)
+             search_epochs=1, batch_size=8, grid="1,2", seeds="0", override=["train.max_steps=4"], patience_every=1,
+             committed=None)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -74,6 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--patience-every", type=int, default=4,
                    help="autolora_converge: method.search.log_every, iterations between alpha logs (default 4)")
     add_run_arguments(p, REPO, epochs=3, stem="cost")
+    add_committed_argument(p, REPO)
     return parse_with_quick(p, argv, QUICK, "cost")
 
 
@@ -361,8 +363,10 @@ def _memory_note(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    return run_benchmark("cost", "scripts/bench_cost.py", argv, parse_args(argv), REPO, plan, run_entry,
-                         lambda entries, st: summarise(entries, st["methods"], st["batch_size"]), markdown)
+    args = parse_args(argv)
+    return run_benchmark("cost", "scripts/bench_cost.py", argv, args, REPO, plan, run_entry,
+                         lambda entries, st: summarise(entries, st["methods"], st["batch_size"]), markdown,
+                         committed=committed_store(args))
 
 
 if __name__ == "__main__":
