@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autolora_exp import search_budget as sb
+from autolora_exp.methods.autolora import search_budget as sb
 from autolora_exp.bench import (BenchRun, RunRecord, add_committed_argument, add_run_arguments, committed_store,
                                 export_committed, fmt_stat, machine_info, machine_line, parse_list, parse_with_quick,
                                 run_one, write_report)

@@ -75,7 +75,8 @@ def test_rank_pattern_file_refuses_a_missing_file_and_a_second_pattern(tmp_path)
 
 from pathlib import Path  # noqa: E402
 
-from autolora_exp import bench, search_budget as sb  # noqa: E402
+from autolora_exp import bench  # noqa: E402
+from autolora_exp.methods.autolora import search_budget as sb  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = ["l0.query", "l0.value"]

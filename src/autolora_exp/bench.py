@@ -331,7 +331,7 @@ def reusable_result(folder: Path, digest: str, current: dict[str, Any] | None = 
     return stored | {"reused_with_added_keys": added} | ({"reused_with_dropped_keys": dropped} if dropped else {})
 
 
-#: an AutoLoRA search's thresholded ranks at every alpha log (:func:`autolora_exp.search_budget.search_ranks`),
+#: an AutoLoRA search's thresholded ranks at every alpha log (:func:`autolora_exp.methods.autolora.search_budget.search_ranks`),
 #: written beside result.json by scripts/bench_search_budget.py: what the budget curve is rebuilt from
 SEARCH_RANKS_FILE = "search_ranks.json"
 #: the files of a finished run that a committed store keeps when present (small JSON: no weights, no logs)
