@@ -37,7 +37,7 @@ from autolora_exp.bench import (BenchRun, RunRecord, add_committed_argument, add
                                 fmt_stat, glue_task, machine_line, md_table, parse_list, parse_with_quick,
                                 portable_data_dir, run_benchmark, stats)
 from autolora_exp.errors import UserError
-from autolora_exp.paired_bootstrap import describe, paired_difference
+from autolora_exp.paired_bootstrap import PairedDifference, describe, paired_difference
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {
@@ -260,8 +260,7 @@ def markdown(report: dict[str, Any]) -> str:
         a, b = t["autolora"], t[ref]
         value = "-" if a is None or b is None else f"{a * 100:.1f} vs {b * 100:.1f}"
         lines.append(f"- Target AutoLoRA average >= {LABELS[ref]}: {value} ({verdict})")
-    done = [e for e in report["runs"] if e["status"] == "completed"]
-    paired_rows = [[LABELS[a], LABELS[b]] + [describe(paired_difference(*_seed_scores(done, t, a, b))) for t in tasks]
+    paired_rows = [[LABELS[a], LABELS[b]] + [describe(_from_dict(report["paired"][f"{a} - {b}"][t])) for t in tasks]
                    for b in PAIRED[1] if b in methods for a in PAIRED[0] if a in methods]
     if paired_rows:
         lines += ["", "Paired per-seed differences (method - reference, dev x100 at the best epoch): mean over the "
@@ -301,6 +300,14 @@ def _seed_scores(done: list[dict[str, Any]], task: str, a: str, b: str) -> tuple
     def scores(m: str) -> dict[int, float]:
         return {e["seed"]: e["best"][e["metric"]] for e in done if e["task"] == task and e["method"] == m}
     return scores(a), scores(b)
+
+
+def _from_dict(record: dict[str, Any] | None) -> PairedDifference | None:
+    """The summary's JSON form of a paired difference, back as one (for the Markdown)."""
+    if record is None:
+        return None
+    return PairedDifference(tuple(record["seeds"]), tuple(record["differences"]), record["mean"],
+                            None if record["ci"] is None else tuple(record["ci"]), record["level"])
 
 
 def _as_dict(diff: Any) -> dict[str, Any] | None:

@@ -25,20 +25,21 @@ def compared_rows(col: Collection, layout: Sequence[str]) -> list[tuple[str, str
     return [(m, v) for m, v in rows_of(col, layout) if m.startswith("autolora")]
 
 
-def seed_scores(col: Collection, key: tuple[str, str, str, str, str]) -> dict[int, float]:
-    return {r.seed: r.scores[r.primary] for r in col.cells().get(key, []) if r.primary in r.scores}
+def seed_scores(cells: dict, key: tuple[str, str, str, str, str]) -> dict[int, float]:
+    """seed -> primary score of the runs of one cell (``cells``: :meth:`Collection.cells`)."""
+    return {r.seed: r.scores[r.primary] for r in cells.get(key, []) if r.primary in r.scores}
 
 
 def paired_table(col: Collection, experiment: str, model: str, tasks: Sequence[str], layout: Sequence[str],
                  level: float = 0.95) -> Table | None:
     """None when no compared row shares two seeds with a reference on any task."""
-    rows, any_interval = [], False
+    rows, any_interval, cells_of = [], False, col.cells()
     for ref in REFERENCES:
         for method, variant in compared_rows(col, layout):
             cells = []
             for task in tasks:
-                a = seed_scores(col, (experiment, task, model, method, variant))
-                b = seed_scores(col, (experiment, task, model, *ref))
+                a = seed_scores(cells_of, (experiment, task, model, method, variant))
+                b = seed_scores(cells_of, (experiment, task, model, *ref))
                 diff = paired_difference(a, b, level=level)
                 any_interval |= diff is not None and diff.ci is not None
                 cells.append(describe(diff))
