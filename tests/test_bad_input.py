@@ -93,6 +93,11 @@ BAD_VALUES = [
      "method.search.lookahead='betty' works with hypergrad='darts' only", "darts"),
     (["task.generation.num_beams=0"], "task.generation.num_beams=0", "an integer >= 1"),
     (["task.generation.max_eval_inputs=0"], "task.generation.max_eval_inputs=0", "null or an integer >= 1"),
+    # an append forces an unknown key past Hydra; the run would ignore it while recording it
+    (["+foo=1"], "foo=1 is not a key of the config", "the keys at the top level are: task, model, method"),
+    (["+train.epoch=3"], "train.epoch=3 is not a key of the config", "the keys at train are: epochs,"),
+    (["method=autolora", "+method.search.epoch=3"], "method.search.epoch=3 is not a key of the config",
+     "the keys at method.search are: k, gate,"),
 ]
 
 

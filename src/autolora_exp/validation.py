@@ -141,6 +141,19 @@ def _show(value: Any) -> str:
     return repr(value) if isinstance(value, str) else "null" if value is None else str(value)
 
 
+def check_known_keys(node: DictConfig, prefix: str, schema: type) -> None:
+    """Every key of ``node`` is a field of its schema. Hydra refuses an unknown key on the command
+    line, but an append (``+train.epoch=3``) forces it in, and the run would then ignore it while
+    its config (and digest) records it."""
+    fields = [f.name for f in dataclasses.fields(schema)]
+    unknown = [k for k in node.keys() if k not in fields]
+    if unknown:
+        k = unknown[0]
+        value = _show(_plain(node._get_node(k)._value()))  # unresolved: the value as typed
+        raise UserError(f"{prefix}{k}={value} is not a key of the config; the keys at "
+                        f"{prefix.rstrip('.') or 'the top level'} are: {', '.join(fields)}")
+
+
 def check_fields(node: Any, prefix: str = "", schema: type | None = None) -> None:
     """Check every field of ``node`` (a schema dataclass instance, or a composed config node of
     one) that declares :class:`Accepts`, then the schema's ``check_relations``; recurse into
@@ -149,6 +162,8 @@ def check_fields(node: Any, prefix: str = "", schema: type | None = None) -> Non
         schema = OmegaConf.get_type(node) if isinstance(node, DictConfig) else type(node)
     if schema is None or not dataclasses.is_dataclass(schema):
         return
+    if isinstance(node, DictConfig):
+        check_known_keys(node, prefix, schema)
     for f in dataclasses.fields(schema):
         if isinstance(node, DictConfig) and f.name not in node:
             continue
