@@ -1,25 +1,35 @@
 """Quality of AutoLoRA and its baselines on real GLUE data with the packaged MiniLM.
 
-    python scripts/bench_quality.py                                  # RTE, MRPC, STS-B, CoLA; 3 seeds
+    python scripts/bench_quality.py --settings docs/bench/curves_glue.json --seeds 0,1,2,3,4   # make bench-quality
     python scripts/bench_quality.py --tasks rte,mrpc --seeds 0 --train-samples 256 --epochs 2
     python scripts/bench_quality.py --quick --out /tmp/bench          # tiny-roberta smoke run
 
 Every (seed, task, method) runs through the real pipeline (``python run.py``) in its own folder
 under <out>/runs/quality/<settings>/<task>/<model>/<method>/seed<N>-<config digest>; a run whose folder holds a
-result.json of the same config is reused, so the benchmark can be stopped and resumed across
-sittings (runs go seed by seed: after one sitting the first seed is complete everywhere).
+result.json of the same config is reused, and every finished run's small result files are copied
+to the committed store (docs/bench/runs), so the benchmark can be stopped and resumed across
+sittings and machines (runs go seed by seed: after one sitting the first seed is complete
+everywhere). Two sittings on disjoint ``--tasks`` (each with its own ``--name``) can share a
+machine's cores; a final run over all tasks reuses them and writes the whole summary.
 
-Methods: ``full_ft``, ``lora_r4``, ``lora_r8`` (LoRA at r = 4 and 8), ``adalora``, ``autolora``
-(search on the 1:1 split of the training set, retrain on all of it), each with its config's
-learning rate, the same epochs, batch size and max length. Data: the official GLUE files in
-../shared/data/glue; the training set is subsampled (seeded) only with --train-samples, the dev
-set (the reported split: GLUE test labels are not public) only with --eval-samples.
+Methods (``VARIANTS``): ``full_ft``; ``lora_r2``, ``lora_r4``, ``lora_r8`` (LoRA at r = 2, 4, 8,
+with the learning rate the curves chose under --settings); ``adalora``; ``autolora`` (the paper
+preset), ``autolora_authors`` (the authors' search, issue 11) and ``autolora_eta0`` (its eta = 0
+ablation), each searching on the 1:1 split of the training set and retraining on all of it with
+its preset's search length (GLUE: 20 epochs) unless --search-epochs. Every method has the same
+epochs, batch size and max length. With --settings, the tasks, training rows, max length, epochs
+and head pooling per task are those the learning curves chose (scripts/bench_curves.py). Data:
+the official GLUE files in ../shared/data/glue; the training set is subsampled (seeded) only with
+--train-samples (or --settings), the dev set (the reported split: GLUE test labels are not public)
+only with --eval-samples.
 
 Score per run: the task's official metric (RTE/MRPC accuracy, STS-B Spearman, CoLA Matthews;
 MRPC F1 and STS-B Pearson are kept too) on the dev set at the best epoch, as the LoRA paper
 reports; the final epoch's is kept too. Per task and method: median and spread (min-max, std)
 over seeds; the GLUE average is the mean over tasks of the medians, over the tasks every method
 finished. Targets: AutoLoRA's average >= LoRA r=4's and >= AdaLoRA's.
+Paired differences (issue 15): per task, each AutoLoRA row minus LoRA r=4 and minus AdaLoRA over
+the seeds both finished, with a 95% bootstrap CI of the mean difference (paired_bootstrap.py).
 
 Writes <out>/<name>.json and <out>/<name>.md (name: ``quality``; ``quality_quick`` with --quick).
 """

@@ -69,9 +69,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--budgets", default="0.0125,0.025,0.05,0.1,0.25,0.5",
                    help="search budgets as shares of the full search, each a multiple of log_every / its "
                         "iterations (default 0.0125,0.025,0.05,0.1,0.25,0.5; the full search is always in)")
-    p.add_argument("--retrain-budgets", default="0.05,0.025,0.25,0.1,0.5",
+    p.add_argument("--retrain-budgets", default="0.05,0.025,0.25,0.1,0.5,0.0125",
                    help="budgets whose ranks are retrained, in this order ('none': none; default "
-                        "0.05,0.025,0.25,0.1,0.5)")
+                        "0.05,0.025,0.25,0.1,0.5,0.0125: every budget)")
     p.add_argument("--log-every", type=int, default=4, help="alpha logged every N search iterations (default 4)")
     p.add_argument("--pooling", default="mean", help="model.pooling (default mean; 'none': the model's default)")
     add_run_arguments(p, REPO, epochs=DEFAULTS["epochs"], stem="search_budget")
