@@ -428,14 +428,21 @@ def test_no_paired_table_with_one_seed(tmp_path):
 
 
 def test_bench_quality_runs_get_the_evidence_layout(tmp_path):
+    uniform = {k: 4 for k in RANKS}
     for seed in range(2):
-        for method, score in (("lora", 0.70), ("adalora", 0.69), ("autolora_authors", 0.72)):
+        for method, score, ranks in (("lora", 0.70, uniform), ("adalora", 0.69, RANKS),
+                                     ("autolora_authors", 0.72, RANKS)):
             write_run(tmp_path, make_result("glue_evidence", "glue/stsb", method, seed, score + 0.01 * seed,
-                                            model="minilm", primary="spearmanr"))
-    make_tables(tmp_path, tmp_path / "out")
+                                            model="minilm", primary="spearmanr", ranks=ranks))
+    written = make_tables(tmp_path, tmp_path / "out")
     md = md_of(tmp_path / "out", "glue_evidence")
     assert md.startswith("# glue_evidence: GLUE at the learning-curve settings")
     assert "| AutoLoRA (authors' search) | LoRA (r=4) | +2.0 [+2.0, +2.0] (n=2, 2/2 up) |" in md
+    # the rank heatmaps beside the tables: the rank-allocating rows only (LoRA's uniform ranks say nothing)
+    heatmaps = sorted(p.name for p in written["glue_evidence"] if p.suffix == ".png")
+    assert heatmaps == ["ranks_glue-stsb_minilm_adalora.png", "ranks_glue-stsb_minilm_autolora_authors.png"]
+    assert all((tmp_path / "out" / "glue_evidence" / n).read_bytes()[:8] == PNG for n in heatmaps)
+    assert "![ranks_glue-stsb_minilm_adalora.png](ranks_glue-stsb_minilm_adalora.png)" in md
     index = (tmp_path / "out" / "README.md").read_text()
     assert "glue_evidence" not in index.split("Paper experiments with no run")[-1]
 

@@ -16,6 +16,7 @@ from autolora_exp.tables.layout import (ABLATIONS, BASELINES, EVIDENCE, GLUE_TAS
                                         missing_cells, models_of, ordered, params_entry, rows_of, task_label)
 from autolora_exp.tables.load import Collection, Stat
 from autolora_exp.tables.paired import paired_table
+from autolora_exp.tables.ranks import add_rank_heatmaps
 from autolora_exp.tables.render import Entry, Missing, Table, Value
 from autolora_exp.tables.section import Section
 
@@ -79,8 +80,20 @@ def table4(col: Collection, experiment: str) -> Section:
     return _section(col, experiment, ABLATIONS, "Table 4: AutoLoRA ablations on GLUE", reference=False)
 
 
+#: the evidence rows whose ranks differ per layer: their heatmaps go beside the tables
+RANK_ALLOCATING = ("adalora", "autolora", "autolora_authors", "autolora_eta0")
+
+
 def evidence(col: Collection, experiment: str) -> Section:
     """Issue 15's comparison (scripts/bench_quality.py --settings): Table 1's layout with the
-    LoRA ranks, AdaLoRA and the AutoLoRA presets, and their paired differences."""
-    return _section(col, experiment, EVIDENCE, "GLUE at the learning-curve settings: AutoLoRA against its baselines",
-                    reference=False)
+    LoRA ranks, AdaLoRA and the AutoLoRA presets, their paired differences, and a rank heatmap
+    per task and rank-allocating method (each layer's lower-median rank over the seeds)."""
+    section = _section(col, experiment, EVIDENCE,
+                       "GLUE at the learning-curve settings: AutoLoRA against its baselines", reference=False)
+    keys = sorted(k for k in col.cells() if k[3] in RANK_ALLOCATING)
+    add_rank_heatmaps(section, col, keys, "ranks")
+    if keys:
+        section.notes.append("Rank heatmaps: per task and method, each layer's lower-median rank over the seeds "
+                             "(AdaLoRA: the ranks its budget schedule left at the end of training; AutoLoRA: the "
+                             "thresholded ranks of its search, which the retrain used).")
+    return section

@@ -10,13 +10,14 @@ seeds.
 
 from __future__ import annotations
 
+import re
 from functools import partial
 from pathlib import Path
 from statistics import median_low
 
 from autolora_exp.rank_heatmap import rank_heatmap
 from autolora_exp.tables.layout import Fmt, entry, method_label, ordered, task_label
-from autolora_exp.tables.load import Collection, Run
+from autolora_exp.tables.load import CellKey, Collection, Run
 from autolora_exp.tables.render import Entry, Missing, Table
 from autolora_exp.tables.section import Section
 
@@ -34,6 +35,22 @@ def heatmap_png(path: Path, ranks: dict[str, int], title: str) -> Path:
     return rank_heatmap(ranks, path, title=title)
 
 
+def add_rank_heatmaps(section: Section, col: Collection, keys: list[CellKey], prefix: str) -> None:
+    """One heatmap per cell whose runs searched ranks: each layer's lower-median rank over the
+    seeds (:func:`median_ranks`), named ``<prefix>_<task>_<model>_<method>[_<variant>].png``."""
+    cells = col.cells()
+    for key in keys:
+        _, task, model, method, variant = key
+        searched = [r for r in cells.get(key, []) if r.ranks]
+        if not searched:
+            continue
+        label = method_label(method, variant)
+        slug = re.sub(r"[^A-Za-z0-9.=-]+", "-", variant).strip("-")
+        name = f"{prefix}_{task.replace('/', '-')}_{model}_{method}{'_' + slug if slug else ''}.png"
+        section.figures[name] = partial(heatmap_png, ranks=median_ranks(searched),
+                                        title=f"{task_label(task)} | {model} | {label} | n={len(searched)}")
+
+
 def figure3(col: Collection, experiment: str) -> Section:
     title = "Figure 3: learned ranks"
     section = Section(experiment, title, failures=list(col.failures), runs=len(col.runs))
@@ -49,15 +66,9 @@ def figure3(col: Collection, experiment: str) -> Section:
             continue
         for key in task_keys:
             _, _, model, method, variant = key
-            searched = [r for r in cells.get(key, []) if r.ranks]
-            label = method_label(method, variant)
-            rows.append([task_label(task), model, label, entry(col, key, value="mean_rank", fmt=Fmt(1, 2))])
-            if searched:
-                ranks = median_ranks(searched)
-                name = f"figure3_{task.replace('/', '-')}_{model}_{method}.png"
-                section.figures[name] = partial(
-                    heatmap_png, ranks=ranks,
-                    title=f"{task_label(task)} | {model} | {label} | n={len(searched)}")
+            rows.append([task_label(task), model, method_label(method, variant),
+                         entry(col, key, value="mean_rank", fmt=Fmt(1, 2))])
+        add_rank_heatmaps(section, col, task_keys, "figure3")
     section.tables.append(Table(title + ": mean rank per layer", ["Task", "Model", "Method", "Mean rank"], rows,
                                 ["Mean over the searched layers of the rank the search found (k = 8: ranks 0..8; 0, no "
                                  "LoRA on the layer, only under the sigmoid rule), "
