@@ -93,6 +93,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "--epochs and the tasks default to the file's chosen tasks")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     add_run_arguments(p, REPO, epochs=10, stem="quality")
+    p.add_argument("--no-compute", action="store_true",
+                   help="start no run: report what is finished here or in the committed store, and the cost "
+                        "of the rest")
     add_committed_argument(p, REPO)
     return parse_with_quick(p, argv, QUICK, "quality")
 
@@ -186,7 +189,9 @@ def run_entry(rec: RunRecord) -> dict[str, Any]:
               "best_epoch": m["best_epoch"], "data": {k: v["n"] for k, v in r["data"].items()},
               "params": r["params"],
               "mean_rank": (sum(r["ranks"].values()) / len(r["ranks"])) if r.get("ranks") else None,
-              "cost_s": round(sum(phases[p]["wall_s"] for p in ("search", "train") if p in phases), 3)}
+              "cost_s": round(sum(phases[p]["wall_s"] for p in ("search", "train") if p in phases), 3),
+              # every phase, every attempt (a preempted run's phases carry the earlier attempts' seconds)
+              "cpu_s": round(sum(p.get("cpu_s") or 0.0 for p in phases.values()), 3)}
     return entry
 
 
@@ -227,7 +232,29 @@ def summarise(entries: list[dict[str, Any]], tasks: list[str], methods: list[str
                                                  "met": None if a is None or b is None else a >= b}
     paired = {f"{a} - {b}": {t: _as_dict(paired_difference(*_seed_scores(done, t, a, b))) for t in tasks}
               for b in PAIRED[1] if b in methods for a in PAIRED[0] if a in methods}
-    return {"per_task": per_task, "average": average, "targets": targets, "data_sizes": sizes, "paired": paired}
+    return {"per_task": per_task, "average": average, "targets": targets, "data_sizes": sizes, "paired": paired,
+            "cost": cost_summary(entries, tasks, methods)}
+
+
+def cost_summary(entries: list[dict[str, Any]], tasks: list[str], methods: list[str]) -> dict[str, Any]:
+    """What the benchmark costs in CPU hours (issue 15 item 4): the finished runs' pipeline CPU
+    seconds (the phases of result.json, summed over attempts: a resumed run counts the time it
+    spent before its preemption, which the resuming process's own CPU time would miss), and the
+    rest estimated as, per unfinished run, the median of its (task, method) cell's finished runs;
+    a cell with none is counted, not guessed."""
+    def cpu(e: dict[str, Any]) -> float | None:
+        return e.get("cpu_s")
+
+    done = [e for e in entries if e["status"] == "completed" and cpu(e) is not None]
+    cell_cpu = {(t, m): [cpu(e) for e in done if e["task"] == t and e["method"] == m] for t in tasks for m in methods}
+    median_cpu = {k: statistics.median(v) for k, v in cell_cpu.items() if v}
+    left = [e for e in entries if e["status"] != "completed"]
+    estimable = [e for e in left if (e["task"], e["method"]) in median_cpu]
+    finished_h = sum(cpu(e) for e in done) / 3600
+    rest_h = sum(median_cpu[(e["task"], e["method"])] for e in estimable) / 3600
+    return {"planned_runs": len(entries), "finished_runs": len(done), "finished_cpu_h": finished_h,
+            "left_runs": len(left), "left_estimated_cpu_h": rest_h, "left_without_estimate": len(left) - len(estimable),
+            "median_cpu_s": {f"{t} {m}": v for (t, m), v in median_cpu.items()}}
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -276,15 +303,33 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", "Paired per-seed differences (method - reference, dev x100 at the best epoch): mean over the "
                   "shared seeds [95% percentile bootstrap interval, 10,000 resamples] (n, seeds up):", "",
                   md_table(["method", "against"] + [t.removeprefix("glue/").upper() for t in tasks], paired_rows)]
-    failed = [e for e in report["runs"] if e["status"] != "completed"]
+    lines += ["", *cost_lines(report["cost"], tasks, methods)]
+    failed = [e for e in report["runs"] if e["status"] == "failed"]
     if failed:
         lines += ["", "Failed runs:"] + [f"- {e['task']} {e['method']} seed {e['seed']}: {e.get('error')}"
                                          for e in failed]
     lines += ["", f"Machine: {machine_line(report['machine'])}; at the end {report['loadavg_end']}. "
               f"Benchmark wall time {report['bench_wall_s']:.0f} s ({report['runs_computed']} run(s) computed, "
               f"{report['runs_reused']} reused); the runs' process wall time {report['runs_process_wall_s']:.0f} s in all.",
-              "", f"Reproduce: `{report['command']}`", ""]
+              "", f"Reproduce: `{report['command'].replace(' --no-compute', '')}`"
+              + (" (this report: built with --no-compute from the finished runs)"
+                 if "--no-compute" in report["command"] else ""), ""]
     return "\n".join(lines)
+
+
+def cost_lines(cost: dict[str, Any], tasks: list[str], methods: list[str]) -> list[str]:
+    rows = [[LABELS[m]] + [f"{cost['median_cpu_s'][f'{t} {m}']:.0f}" if f"{t} {m}" in cost["median_cpu_s"] else "-"
+                           for t in tasks] for m in methods]
+    whole = cost["finished_cpu_h"] + cost["left_estimated_cpu_h"]
+    unknown = (f", and {cost['left_without_estimate']} run(s) of cells with no finished run yet"
+               if cost["left_without_estimate"] else "")
+    return ["Cost: CPU seconds per run (user + system of the pipeline's phases, every attempt; median over the "
+            "finished seeds; process start-up, a few seconds, is not in it):", "",
+            md_table(["method"] + [t.removeprefix("glue/").upper() for t in tasks], rows), "",
+            f"- Finished: {cost['finished_runs']} of {cost['planned_runs']} runs, {cost['finished_cpu_h']:.2f} CPU h.",
+            f"- Left: {cost['left_runs']} runs, about {cost['left_estimated_cpu_h']:.2f} CPU h (each at its cell's "
+            f"median){unknown}. The whole benchmark: about {whole:.2f} CPU h"
+            + (" plus those." if unknown else ".")]
 
 
 #: bookkeeping entries of a metrics dict, not scores
@@ -335,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     return run_benchmark("quality", "scripts/bench_quality.py", argv, args, REPO, plan, run_entry,
                          lambda entries, st: summarise(entries, st["tasks"], st["methods"]), markdown,
-                         committed=committed_store(args))
+                         committed=committed_store(args), compute=not args.no_compute)
 
 
 if __name__ == "__main__":

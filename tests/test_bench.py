@@ -241,7 +241,7 @@ def test_quality_plan_is_seed_major_with_one_folder_per_run(quality, tmp_path, s
 def _q_entry(task, method, seed, value, metric="accuracy"):
     return {"task": task, "method": method, "seed": seed, "status": "completed", "metric": metric,
             "best": {metric: value, "loss": 0.1}, "final": {metric: value - 0.01}, "data": {"train": 64},
-            "params": {"trainable": 100}, "mean_rank": None, "cost_s": 1.0}
+            "params": {"trainable": 100}, "mean_rank": None, "cost_s": 1.0, "cpu_s": 1.0}
 
 
 def test_quality_median_spread_average_and_targets(quality):
@@ -400,6 +400,38 @@ def test_quality_settings_from_the_learning_curves(quality, tmp_path, shared_dat
     bad = quality.parse_args(["--settings", str(curves), "--tasks", "rte", "--out", str(tmp_path)])
     with pytest.raises(UserError, match=r"no chosen setting for \['glue/rte'\]; it has: glue/stsb"):
         quality.plan(bad)
+
+
+def test_quality_cost_in_cpu_hours_counts_the_finished_and_estimates_the_rest(quality):
+    def finished(task, method, seed, cpu_s):
+        return _q_entry(task, method, seed, 0.7) | {"cpu_s": cpu_s}
+
+    def left(task, method, seed):
+        return {"task": task, "method": method, "seed": seed, "status": "not_run"}
+
+    entries = [finished("glue/rte", "lora_r4", 0, 600.0), finished("glue/rte", "lora_r4", 1, 1200.0),
+               finished("glue/rte", "lora_r4", 2, 900.0), left("glue/rte", "lora_r4", 3),
+               finished("glue/rte", "autolora", 0, 3600.0), left("glue/rte", "autolora", 1),
+               left("glue/stsb", "lora_r4", 0)]  # a cell with no finished run: counted, not guessed
+    cost = quality.summarise(entries, ["glue/rte", "glue/stsb"], ["lora_r4", "autolora"])["cost"]
+    assert cost["planned_runs"] == 7 and cost["finished_runs"] == 4 and cost["left_runs"] == 3
+    assert cost["finished_cpu_h"] == pytest.approx((600 + 1200 + 900 + 3600) / 3600)
+    assert cost["left_estimated_cpu_h"] == pytest.approx((900 + 3600) / 3600)  # each at its cell's median
+    assert cost["left_without_estimate"] == 1
+    lines = "\n".join(quality.cost_lines(cost, ["glue/rte", "glue/stsb"], ["lora_r4", "autolora"]))
+    assert "| LoRA r=4 | 900 | - |" in lines and "Finished: 4 of 7 runs, 1.75 CPU h." in lines
+    assert "Left: 3 runs, about 1.25 CPU h" in lines and "about 3.00 CPU h plus those." in lines
+
+
+def test_quality_no_compute_starts_nothing_and_reports_what_is_left(quality, tmp_path, shared_data):
+    argv = ["--quick", "--methods", "lora_r4,autolora", "--out", str(tmp_path), "--no-compute"]
+    assert quality.main(argv) == 0  # nothing failed: not run is not a failure
+    report = json.loads((tmp_path / "quality_quick.json").read_text())
+    assert [e["status"] for e in report["runs"]] == ["not_run", "not_run"]
+    assert not list((tmp_path / "runs").rglob("result.json"))
+    assert report["cost"]["left_runs"] == 2 and report["cost"]["left_without_estimate"] == 2
+    md = (tmp_path / "quality_quick.md").read_text()
+    assert "(this report: built with --no-compute from the finished runs)" in md
 
 
 def test_quality_paired_differences_against_lora_r4(quality):

@@ -515,7 +515,7 @@ def write_report(bench: str, script: str, argv: list[str], settings: dict[str, A
     atomic_write_text(out / f"{name}.md", text)
     if echo:
         print(text)
-    return 1 if any(e["status"] != "completed" for e in entries) else 0
+    return 1 if any(e["status"] == "failed" for e in entries) else 0
 
 
 def add_run_arguments(p: Any, repo: Path, epochs: int, stem: str) -> None:
@@ -565,7 +565,7 @@ def parse_with_quick(p: Any, argv: list[str] | None, quick: dict[str, Any], stem
 
 def run_benchmark(bench: str, script: str, argv: list[str], args: Any, repo: Path, plan: Any, run_entry: Any,
                   summarise: Any, markdown: Any, committed: tuple[Path, Path] | None = None,
-                  on_record: Any = None) -> int:
+                  on_record: Any = None, compute: bool = True) -> int:
     """The body of a benchmark script: plan, run (or reuse) every run, summarise, write the report.
 
     ``plan(args) -> (runs, settings)``, ``run_entry(record) -> entry`` and
@@ -573,7 +573,8 @@ def run_benchmark(bench: str, script: str, argv: list[str], args: Any, repo: Pat
     ``error:`` line and exit status 2. ``committed = (runs_root, store)``: runs are imported
     from the store when there (see :func:`run_one`) and every finished one is exported to it as
     soon as it finishes, so a stopped benchmark leaves its results ready to commit.
-    ``on_record(records_so_far)`` is called after every run (partial reports).
+    ``on_record(records_so_far)`` is called after every run (partial reports). ``compute=False``
+    starts no run: the report is built from the finished ones, the rest are ``not_run``.
     """
     try:
         runs, settings = plan(args)
@@ -581,7 +582,7 @@ def run_benchmark(bench: str, script: str, argv: list[str], args: Any, repo: Pat
         start = time.perf_counter()
         records = []
         for run in runs:
-            records.append(run_one(run, repo, committed=committed))
+            records.append(run_one(run, repo, committed=committed, compute=compute))
             if committed is not None:
                 export_committed(records[-1:], *committed)
             if on_record is not None:
