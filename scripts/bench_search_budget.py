@@ -19,9 +19,11 @@ to the repository, so committed retrains are found again with the default --out 
 only; another --out recomputes them (the full searches, autolora_fast and LoRA are found anyway).
 
 A shorter search is the prefix of the full one, so the ranks of every budget come from the full
-search's history without rerunning it (see src/autolora_exp/search_budget.py, which also defines
-every figure). Runs 1-2 use scripts/bench_cost.py's folders and overrides: `make bench-cost` at
-the same settings reuses them and adds the measured grid and AdaLoRA.
+search's history without rerunning it (see src/autolora_exp/methods/autolora/search_budget.py,
+which also defines every figure). Runs 1-2 use scripts/bench_cost.py's folders and overrides:
+bench_cost.py at the same settings (its command is in the report) reuses them and adds the grid
+and AdaLoRA; a finished grid run there is read back here (never computed here) and the "/ grid"
+column divides by it, else by an estimate.
 
 Writes <out>/<name>.json, .md and .png (name: ``search_budget``; ``search_budget_quick`` with --quick).
 """
@@ -96,7 +98,8 @@ def plan(args: argparse.Namespace, cost: Any) -> tuple[list[BenchRun], dict[str,
         raise UserError(f"--retrain-budgets {missing} are not among --budgets {budgets}")
     pooling = [] if args.pooling.lower() == "none" else [f"model.pooling={args.pooling}"]
     ns = argparse.Namespace(**vars(args))
-    ns.methods, ns.grid, ns.seeds = "autolora,autolora_fast,lora", "1,2,4,8,16", args.seeds
+    # lora_grid: only reused (bench_cost.py at the same settings runs it), never computed here
+    ns.methods, ns.grid, ns.seeds = "autolora,autolora_fast,lora,lora_grid", "1,2,4,8,16", args.seeds
     ns.override = [*pooling, *args.override]
     ns.autolora_override = [f"method.search.log_every={args.log_every}"]
     ns.patience, ns.patience_every = 3, 4  # bench_cost's defaults (its autolora_converge row, not run here)
@@ -161,11 +164,13 @@ def run_entry(rec: RunRecord) -> dict[str, Any]:
 def build_summary(records: list[RunRecord], settings: dict[str, Any], paths: dict[int, dict[str, Any]],
                   val_fraction: float = 0.5) -> dict[str, Any]:
     done = [r for r in records if r.result is not None]
-    by = {m: {r.key["seed"]: r.result for r in done if r.key["method"] == m} for m in ("autolora", "autolora_fast", "lora")}
+    by = {m: {r.key["seed"]: r.result for r in done if r.key["method"] == m}
+          for m in ("autolora", "autolora_fast", "lora", "lora_grid")}
     retrains = {(r.key["seed"], r.key["ranks"]): r.result for r in done if r.key["method"] == "lora_ranks"}
+    grid = sb.grid_cpu(by["lora_grid"])
     rows = sb.points(by["autolora"], paths, retrains, by["autolora_fast"], by["lora"], settings["budgets"],
-                     val_fraction)
-    return {"rows": rows, **sb.summarise(rows, by["lora"]),
+                     val_fraction, grid_cpu_s=grid["median"] if grid else None)
+    return {"rows": rows, **sb.summarise(rows, by["lora"], by["lora_grid"]),
             "paths": {str(s): p for s, p in paths.items()}}
 
 
@@ -187,9 +192,8 @@ def markdown(report: dict[str, Any]) -> str:
                   "the best epoch. Search CPU / wall seconds of a budget: that share of the full search phase's "
                   "measured seconds; search + retrain: plus the retrain's measured train phase; / LoRA: over "
                   "LoRA r=4's train phase (same seed), phase CPU seconds (wall in its own column); / 5-rank grid: "
-                  f"the CPU ratio to LoRA over {1 + sb.GRID_RANKS * 0.5:g} LoRA trainings (an estimate: one LoRA "
-                  "run on D_tr per rank, then the retrain). item 3: retrained median at or above the full "
-                  f"search's lowest seed, <= {sb.TARGET_LORA}x LoRA and <= {sb.TARGET_GRID}x the grid (est.).", ""]
+                  + _grid_text(report) + " item 3: retrained median at or above the full search's lowest seed, "
+                  f"<= {sb.TARGET_LORA}x LoRA and <= {sb.TARGET_GRID}x the grid.", ""]
         if lo is not None:
             lines.append(f"- Full search's retrained score over seeds: {lo * 100:.1f} to {hi * 100:.1f}; LoRA r=4: "
                          f"{fmt_stat(lora, 100, 1)}.")
@@ -212,9 +216,22 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _grid_text(report: dict[str, Any]) -> str:
+    grid = report["grid"]
+    if grid["measured"]:
+        return (f"over the measured grid (`method=lora_grid`, its search + train phase CPU seconds, "
+                f"{fmt_stat(grid['measured'], digits=0)} over seeds {grid['seeds']}; run by the bench_cost "
+                "command below).")
+    return (f"the CPU ratio to LoRA over {1 + sb.GRID_RANKS * 0.5:g} LoRA trainings (an estimate: one LoRA "
+            "run on D_tr per rank, then the retrain; no grid run at these settings yet: the bench_cost command "
+            "below measures it).")
+
+
 def _run_name(entry: dict[str, Any]) -> str:
     if entry["method"] == "lora_ranks":
         return f"retrain of budget {sb.budget_label(entry['budget'])}'s ranks ({entry['ranks']}), seed {entry['seed']}"
+    if entry["method"] == "lora_grid":
+        return f"the 5-rank grid, seed {entry['seed']} (bench_cost.py runs it, not this benchmark)"
     return f"{entry['method']} seed {entry['seed']}"
 
 
@@ -239,8 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             return write_report("search_budget", SCRIPT, argv, settings, machine, start, records, entries, summary,
                                 markdown, args.out, args.name, echo=False)
 
-        def execute(run: BenchRun) -> RunRecord:
-            rec = run_one(run, REPO, committed=committed, compute=not args.no_compute)
+        def execute(run: BenchRun, compute: bool = True) -> RunRecord:
+            rec = run_one(run, REPO, committed=committed, compute=compute and not args.no_compute)
             if rec.key["method"] == "autolora" and rec.result is not None:
                 path = sb.write_search_ranks(rec.folder)
                 if path is not None:
@@ -252,16 +269,14 @@ def main(argv: list[str] | None = None) -> int:
             return rec
 
         full = {}
-        for run in runs:  # seed by seed: full search, autolora_fast, LoRA
-            rec = execute(run)
+        for run in runs:  # seed by seed: full search, autolora_fast, LoRA (and a finished grid run)
+            rec = execute(run, compute=run.key["method"] != "lora_grid")
             if run.key["method"] == "autolora":
                 full[run.key["seed"]] = rec
         lora_runs = {r.key["seed"]: r for r in runs if r.key["method"] == "lora"}
         for run in retrain_runs(args, settings, lora_runs, full, paths):
             execute(run)
-        status = report()
-        if args.no_compute and all(r.status in ("completed", "not_run") for r in records):
-            status = 0  # nothing was meant to be computed: the unfinished runs are listed, not failures
+        status = report()  # not-run runs are listed, not failures
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

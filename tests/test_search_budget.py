@@ -142,7 +142,7 @@ def test_points_derive_budget_costs_reuse_the_full_retrain_for_equal_ranks_and_l
     assert quarter["rank_distance"] == 1.5 and quarter["layers_same_rank"] == 1
     assert quarter["search_cpu_s"] == 10.0 and quarter["cost_cpu_s"] == 65.0  # 2/8 x 40, + 55
     assert quarter["cpu_ratio_to_lora"] == 65.0 / 50.0 and quarter["ratio_to_lora"] == (20.0 + 110.0) / 100.0
-    assert quarter["cpu_ratio_to_grid_estimate"] == pytest.approx(65.0 / 50.0 / 3.5)
+    assert quarter["cpu_ratio_to_grid"] == pytest.approx(65.0 / 50.0 / 3.5)  # no grid run: the estimate
     assert by[("1/4", 1)]["retrain"] == "not run" and by[("1/4", 1)]["score"] is None
     half = by[("1/2", 0)]  # 4 iterations: the full search's ranks already; its retrain is the full run's
     assert half["rank_distance"] == 0 and half["score"] == 0.70 and half["retrain"].startswith("same ranks")
@@ -157,6 +157,28 @@ def test_points_derive_budget_costs_reuse_the_full_retrain_for_equal_ranks_and_l
     assert points["1/4"]["meets_item3"] is False  # 1.3x LoRA
     table = sb.markdown_table(summary)
     assert "`autolora_fast`" in table and "misses: cost" in table and "| meets |" in table
+    assert "/ 5-rank grid (CPU, est.)" in table
+
+
+def test_a_measured_grid_replaces_the_estimate_and_decides_the_cost_target():
+    final = {"l0.query": 1, "l0.value": 1}
+    path = {"total_steps": 8, "log_every": 2, "layers": LAYERS, "steps": [0, 2, 4, 6, 8],
+            "ranks": [[4, 4], [1, 4], [1, 1], [1, 1], [1, 1]], "final": [1, 1]}
+    full = {0: _result(0.70, search_wall=80.0, search_cpu=40.0, ranks=final, steps=8)}
+    fast = {0: _result(0.70, search_wall=4.0, search_cpu=2.0, train_cpu=50.0, ranks=final, steps=1, passes=2)}
+    lora = {0: _result(0.70, train_wall=100.0, train_cpu=50.0)}
+    # the grid's search + train phases: 100 + 30 and 90 + 30 CPU s -> median 125 (its seeds' cost, not seed 0's)
+    grid = {0: _result(0.7, search_wall=1.0, search_cpu=100.0, train_cpu=30.0),
+            1: _result(0.7, search_wall=1.0, search_cpu=90.0, train_cpu=30.0)}
+    assert sb.grid_cpu(grid)["median"] == 125.0
+    rows = sb.points(full, {0: path}, {}, fast, lora, budgets=[0.25], grid_cpu_s=125.0)
+    by = {r["point"]: r for r in rows}
+    assert by["fast"]["cpu_ratio_to_grid"] == pytest.approx(52.0 / 125.0)  # measured, not 52 / 50 / 3.5 = 0.30
+    summary = sb.summarise(rows, lora, grid)
+    assert summary["grid"]["seeds"] == [0, 1] and summary["grid"]["measured"]["n"] == 2
+    fast_point = next(p for p in summary["points"] if p["point"] == "fast")
+    assert fast_point["cost_targets_met"] is False  # 0.42x the measured grid > 0.35x; the estimate said 0.30x
+    assert "/ 5-rank grid (CPU, measured)" in sb.markdown_table(summary)
 
 
 def test_script_plan_shares_bench_costs_folders_seed_by_seed(tmp_path, shared_data):
@@ -165,8 +187,8 @@ def test_script_plan_shares_bench_costs_folders_seed_by_seed(tmp_path, shared_da
     script = load_script("bench_search_budget")
     args = script.parse_args(["--out", str(tmp_path), "--device", "cpu"])
     runs, st = script.plan(args, script._bench_cost())
-    assert [(r.key["seed"], r.key["method"]) for r in runs[:4]] == [
-        (0, "autolora"), (0, "autolora_fast"), (0, "lora"), (1, "autolora")] and len(runs) == 9
+    assert [(r.key["seed"], r.key["method"]) for r in runs[:5]] == [
+        (0, "autolora"), (0, "autolora_fast"), (0, "lora"), (0, "lora_grid"), (1, "autolora")] and len(runs) == 12
     cost = load_script("bench_cost")
     cost_runs, _ = cost.plan(cost.parse_args(st["bench_cost_command"].split()[2:] + ["--out", str(tmp_path),
                                                                                       "--device", "cpu"]))
