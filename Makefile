@@ -24,7 +24,10 @@ demo:  ## the whole pipeline on the embedded offline default (packaged MiniLM on
 .PHONY: bench bench-step bench-cost bench-quality bench-curves bench-budget
 BENCH_OUT ?= outputs/bench
 BENCH_STEP_ARGS ?= --threads 1 --repeats 7
-BENCH_COST_ARGS ?=
+# issue 19 item 4: the cost ratios at the search budget curve's setting (issue 15's STS-B), seed 0, in one report
+BENCH_COST_ARGS ?= --task stsb --train-samples 512 --max-length 64 --epochs 7 --search-epochs 20 --batch-size 16 \
+	--seeds 0 --autolora-override method.search.log_every=4 --override model.pooling=mean \
+	--methods adalora,autolora,autolora_fast,lora,lora_grid --name cost_stsb_budget
 # issue 15: every method at the settings the learning curves chose, 5 seeds (finished runs resume from docs/bench/runs)
 BENCH_QUALITY_ARGS ?= --settings docs/bench/curves_glue.json --seeds 0,1,2,3,4
 # issue 15: the curves behind docs/bench/curves.md (finished runs are imported from docs/bench/runs)
@@ -37,7 +40,7 @@ bench: bench-step bench-cost bench-quality  ## the three benchmarks (JSON + Mark
 bench-step:  ## one search iteration per hypergradient mode vs one LoRA step (MiniLM, batch 16, seq 128)
 	$(PYTHON) scripts/bench_step.py --out $(BENCH_OUT) $(BENCH_STEP_ARGS)
 
-bench-cost:  ## end-to-end cost of AutoLoRA and autolora_fast vs AdaLoRA, one LoRA r=4 run and the 5-rank grid, wall and CPU s (MiniLM, RTE)
+bench-cost:  ## end-to-end cost of AutoLoRA and autolora_fast vs AdaLoRA, one LoRA r=4 run and the 5-rank grid, wall and CPU s (MiniLM, STS-B)
 	$(PYTHON) scripts/bench_cost.py --out $(BENCH_OUT) $(BENCH_COST_ARGS)
 
 bench-curves:  ## LoRA r=4 learning curves per GLUE task -> the smallest setting at its plateau (docs/bench/curves.md)
