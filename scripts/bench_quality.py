@@ -242,15 +242,13 @@ def cost_summary(entries: list[dict[str, Any]], tasks: list[str], methods: list[
     spent before its preemption, which the resuming process's own CPU time would miss), and the
     rest estimated as, per unfinished run, the median of its (task, method) cell's finished runs;
     a cell with none is counted, not guessed."""
-    def cpu(e: dict[str, Any]) -> float | None:
-        return e.get("cpu_s")
-
-    done = [e for e in entries if e["status"] == "completed" and cpu(e) is not None]
-    cell_cpu = {(t, m): [cpu(e) for e in done if e["task"] == t and e["method"] == m] for t in tasks for m in methods}
+    done = [e for e in entries if e["status"] == "completed" and e.get("cpu_s") is not None]
+    cell_cpu = {(t, m): [e["cpu_s"] for e in done if e["task"] == t and e["method"] == m]
+                for t in tasks for m in methods}
     median_cpu = {k: statistics.median(v) for k, v in cell_cpu.items() if v}
     left = [e for e in entries if e["status"] != "completed"]
     estimable = [e for e in left if (e["task"], e["method"]) in median_cpu]
-    finished_h = sum(cpu(e) for e in done) / 3600
+    finished_h = sum(e["cpu_s"] for e in done) / 3600
     rest_h = sum(median_cpu[(e["task"], e["method"])] for e in estimable) / 3600
     return {"planned_runs": len(entries), "finished_runs": len(done), "finished_cpu_h": finished_h,
             "left_runs": len(left), "left_estimated_cpu_h": rest_h, "left_without_estimate": len(left) - len(estimable),
