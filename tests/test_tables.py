@@ -438,6 +438,8 @@ def test_bench_quality_runs_get_the_evidence_layout(tmp_path):
     md = md_of(tmp_path / "out", "glue_evidence")
     assert md.startswith("# glue_evidence: GLUE at the learning-curve settings")
     assert "| AutoLoRA (authors' search) | LoRA (r=4) | +2.0 [+2.0, +2.0] (n=2, 2/2 up) |" in md
+    assert "| Method | Params | STS-B | Avg. |" in md  # the tasks the benchmark ran, not the paper's eight
+    assert "MRPC" not in md.split("## Missing cells")[1]
     # the rank heatmaps beside the tables: the rank-allocating rows only (LoRA's uniform ranks say nothing)
     heatmaps = sorted(p.name for p in written["glue_evidence"] if p.suffix == ".png")
     assert heatmaps == ["ranks_glue-stsb_minilm_adalora.png", "ranks_glue-stsb_minilm_autolora_authors.png"]

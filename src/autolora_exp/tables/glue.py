@@ -25,9 +25,18 @@ from autolora_exp.tables.section import Section
 PAPER_AUTOLORA_GLUE_AVG = 85.5
 
 
+def task_columns(col: Collection, paper_columns: bool = True) -> list[str]:
+    """The task columns: the paper's eight GLUE tasks (a task not run is a missing cell), then any
+    other task found; with ``paper_columns=False`` only the tasks that ran, in the paper's order."""
+    found = {k[1] for k in col.cells()} | {k[1] for k in col.failed_cells()}
+    if paper_columns:
+        return ordered(found, GLUE_TASKS)
+    return [t for t in GLUE_TASKS if t in found] + sorted(found - set(GLUE_TASKS))
+
+
 def glue_table(col: Collection, experiment: str, model: str, methods: Sequence[str], title: str,
-               reference_row: bool = False) -> Table:
-    tasks = ordered({k[1] for k in col.cells()} | {k[1] for k in col.failed_cells()}, GLUE_TASKS)
+               reference_row: bool = False, paper_columns: bool = True) -> Table:
+    tasks = task_columns(col, paper_columns)
     header = ["Method", "Params"] + [task_label(t) for t in tasks] + ["Avg."]
     rows: list[list[Entry]] = []
     partial = False
@@ -55,14 +64,15 @@ def glue_table(col: Collection, experiment: str, model: str, methods: Sequence[s
     return table
 
 
-def _section(col: Collection, experiment: str, methods: Sequence[str], title: str, reference: bool) -> Section:
+def _section(col: Collection, experiment: str, methods: Sequence[str], title: str, reference: bool,
+             paper_columns: bool = True) -> Section:
     section = Section(experiment, title, failures=list(col.failures), runs=len(col.runs))
     for model in models_of(col):
         sub = Collection([r for r in col.runs if r.model == model], [f for f in col.failures if f.model == model])
         is_paper_model = model == "roberta-base" and not experiment.startswith("mini/")
         section.tables.append(glue_table(sub, experiment, model, methods, f"{title} ({model})",
-                                         reference_row=reference and is_paper_model))
-        tasks = ordered({k[1] for k in sub.cells()} | {k[1] for k in sub.failed_cells()}, GLUE_TASKS)
+                                         reference_row=reference and is_paper_model, paper_columns=paper_columns))
+        tasks = task_columns(sub, paper_columns)
         present = [t for t in tasks if any(k[1] == t for k in sub.cells())]
         paired = paired_table(sub, experiment, model, present, methods)
         if paired is not None:
@@ -88,12 +98,12 @@ def evidence(col: Collection, experiment: str) -> Section:
     """Issue 15's comparison (scripts/bench_quality.py --settings): Table 1's layout with the
     LoRA ranks, AdaLoRA and the AutoLoRA presets, their paired differences, and a rank heatmap
     per task and rank-allocating method (each layer's lower-median rank over the seeds)."""
-    section = _section(col, experiment, EVIDENCE,
-                       "GLUE at the learning-curve settings: AutoLoRA against its baselines", reference=False)
+    section = _section(col, experiment, EVIDENCE, "GLUE at the learning-curve settings: AutoLoRA against its "
+                       "baselines", reference=False, paper_columns=False)  # only the tasks the curves chose
     keys = sorted(k for k in col.cells() if k[3] in RANK_ALLOCATING)
-    add_rank_heatmaps(section, col, keys, "ranks")
+    add_rank_heatmaps(section, col, keys, "ranks", which="trained_ranks")
     if keys:
         section.notes.append("Rank heatmaps: per task and method, each layer's lower-median rank over the seeds "
-                             "(AdaLoRA: the ranks its budget schedule left at the end of training; AutoLoRA: the "
-                             "thresholded ranks of its search, which the retrain used).")
+                             "of the ranks the final model trained with (AdaLoRA: those its budget schedule left; "
+                             "AutoLoRA: the thresholded ranks of its search, which the retrain used).")
     return section

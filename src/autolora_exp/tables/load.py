@@ -61,6 +61,8 @@ class Run:
     cost_s: float | None             # sum of COST_PHASES wall times (None when none recorded)
     ranks: dict[str, int] | None     # ranks the search found (AutoLoRA, the grid), per LoRA layer
     path: Path
+    #: the ranks the final model trained with (result.json ``ranks``; AdaLoRA: those its budget left)
+    trained_ranks: dict[str, int] | None = None
     #: the grid a ``lora_grid`` run searched (``method.ranks``), else empty
     config_ranks: tuple[int, ...] = ()
     #: result.json's ``config_hash`` (two configs of one cell and seed are two runs)
@@ -244,6 +246,7 @@ def run_from_result(result: dict[str, Any], path: Path, select: str) -> Run:
         cost_s=round(sum(costs), 3) if costs else None,
         ranks=search.get("ranks"),
         path=path,
+        trained_ranks=result.get("ranks"),
         config_ranks=tuple((result["config"].get("method") or {}).get("ranks") or ()),
         config_hash=results_schema.recorded_hash(result) or "",
     )

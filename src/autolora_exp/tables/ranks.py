@@ -24,30 +24,32 @@ from autolora_exp.tables.section import Section
 FIGURE3_TASKS = ("glue/qqp", "glue/mnli", "e2e")
 
 
-def median_ranks(runs: list[Run]) -> dict[str, int]:
-    """Per layer, the lower median of the ranks the runs' searches found."""
-    layers = sorted({layer for run in runs for layer in (run.ranks or {})})
-    return {layer: median_low([run.ranks[layer] for run in runs if run.ranks and layer in run.ranks])
-            for layer in layers}
+def median_ranks(runs: list[Run], which: str = "ranks") -> dict[str, int]:
+    """Per layer, the lower median of the runs' ranks (``which``: see :func:`add_rank_heatmaps`)."""
+    per_run = [getattr(run, which) or {} for run in runs]
+    layers = sorted({layer for ranks in per_run for layer in ranks})
+    return {layer: median_low([ranks[layer] for ranks in per_run if layer in ranks]) for layer in layers}
 
 
 def heatmap_png(path: Path, ranks: dict[str, int], title: str) -> Path:
     return rank_heatmap(ranks, path, title=title)
 
 
-def add_rank_heatmaps(section: Section, col: Collection, keys: list[CellKey], prefix: str) -> None:
-    """One heatmap per cell whose runs searched ranks: each layer's lower-median rank over the
-    seeds (:func:`median_ranks`), named ``<prefix>_<task>_<model>_<method>[_<variant>].png``."""
+def add_rank_heatmaps(section: Section, col: Collection, keys: list[CellKey], prefix: str,
+                      which: str = "ranks") -> None:
+    """One heatmap per cell whose runs have ranks (``which``: ``ranks``, those a search found, or
+    ``trained_ranks``, those the final model trained with): each layer's lower-median rank over
+    the seeds (:func:`median_ranks`), named ``<prefix>_<task>_<model>_<method>[_<variant>].png``."""
     cells = col.cells()
     for key in keys:
         _, task, model, method, variant = key
-        searched = [r for r in cells.get(key, []) if r.ranks]
+        searched = [r for r in cells.get(key, []) if getattr(r, which)]
         if not searched:
             continue
         label = method_label(method, variant)
         slug = re.sub(r"[^A-Za-z0-9.=-]+", "-", variant).strip("-")
         name = f"{prefix}_{task.replace('/', '-')}_{model}_{method}{'_' + slug if slug else ''}.png"
-        section.figures[name] = partial(heatmap_png, ranks=median_ranks(searched),
+        section.figures[name] = partial(heatmap_png, ranks=median_ranks(searched, which),
                                         title=f"{task_label(task)} | {model} | {label} | n={len(searched)}")
 
 
