@@ -42,11 +42,13 @@ class AutoLoRAConfig(MethodConfig):
 
 
 #: the tables' row label of each result name the AutoLoRA presets (conf/method/autolora*.yaml) produce
+#: row labels; an ablation names its parent, as it also stands outside Table 4 (e.g. glue_evidence)
 TABLE_LABELS = {
-    "autolora": "AutoLoRA", "autolora_no_cst": "w/o constraint", "autolora_sigmoid": "sigmoid",
-    "autolora_eta0": "η = 0", "autolora_authors": "AutoLoRA (authors' search)",
-    "autolora_authors_no_cst": "w/o constraint (authors' search)",
-    "autolora_authors_sigmoid": "sigmoid (authors' search)", "autolora_authors_eta0": "η = 0 (authors' search)",
+    "autolora": "AutoLoRA", "autolora_no_cst": "AutoLoRA w/o constraint", "autolora_sigmoid": "AutoLoRA, sigmoid",
+    "autolora_eta0": "AutoLoRA, η = 0", "autolora_authors": "AutoLoRA (authors' search)",
+    "autolora_authors_no_cst": "AutoLoRA w/o constraint (authors' search)",
+    "autolora_authors_sigmoid": "AutoLoRA, sigmoid (authors' search)",
+    "autolora_authors_eta0": "AutoLoRA, η = 0 (authors' search)",
     "autolora_authors_bionlp": "AutoLoRA (authors' BioNLP search)", "autolora_fast": "AutoLoRA (fast search)",
 }
 
