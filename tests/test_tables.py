@@ -449,6 +449,17 @@ def test_bench_quality_runs_get_the_evidence_layout(tmp_path):
     assert "glue_evidence" not in index.split("Paper experiments with no run")[-1]
 
 
+def test_a_method_without_epochs_to_select_is_named_under_the_table(tmp_path):
+    write_run(tmp_path, make_result("table1_glue", "glue/rte", "lora", 0, 0.6))
+    dylora = make_result("table1_glue", "glue/rte", "dylora", 0, 0.62)
+    dylora["metrics"]["best_epoch"] = None  # its search trained the final model: best = final
+    write_run(tmp_path, dylora)
+    make_tables(tmp_path, tmp_path / "out")
+    md = md_of(tmp_path / "out", "table1_glue")
+    assert "DyLoRA: the final model's score, whatever --select says" in md
+    assert "LoRA (r=4): the final" not in md
+
+
 def test_params_column_shows_the_count_after_pruning_where_a_method_reports_one(tmp_path):
     result = make_result("table1_glue", "glue/rte", "sora", 0, 0.6, trainable=300_000)
     result["params"]["effective"] = 120_000  # SoRA: what is left once its zero gates are pruned

@@ -63,6 +63,9 @@ class Run:
     path: Path
     #: the ranks the final model trained with (result.json ``ranks``; AdaLoRA: those its budget left)
     trained_ranks: dict[str, int] | None = None
+    #: the epoch ``best`` scores come from; None where the final model has no epochs to select
+    #: from (a method whose search trains it, e.g. DyLoRA: best = final)
+    best_epoch: int | None = None
     #: the grid a ``lora_grid`` run searched (``method.ranks``), else empty
     config_ranks: tuple[int, ...] = ()
     #: result.json's ``config_hash`` (two configs of one cell and seed are two runs)
@@ -247,6 +250,7 @@ def run_from_result(result: dict[str, Any], path: Path, select: str) -> Run:
         ranks=search.get("ranks"),
         path=path,
         trained_ranks=result.get("ranks"),
+        best_epoch=result["metrics"].get("best_epoch"),
         config_ranks=tuple((result["config"].get("method") or {}).get("ranks") or ()),
         config_hash=results_schema.recorded_hash(result) or "",
     )
