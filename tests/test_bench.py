@@ -106,6 +106,11 @@ def test_portable_data_dir_is_relative_to_the_repository(tmp_path):
     repo.mkdir()
     assert bench.portable_data_dir(tmp_path / "shared" / "data" / "glue", repo) == "../shared/data/glue"
     assert bench.portable_data_dir(Path("../shared/data/glue"), repo) == "../shared/data/glue"
+    # a ../shared that is a link to the data elsewhere (a clone beside a linked folder) records the same path
+    (tmp_path / "elsewhere" / "data" / "glue").mkdir(parents=True)
+    (tmp_path / "shared").rename(tmp_path / "old")
+    (tmp_path / "shared").symlink_to(tmp_path / "elsewhere")
+    assert bench.portable_data_dir(Path("../shared/data/glue"), repo) == "../shared/data/glue"
 
 
 def test_machine_info_names_cpu_cores_and_load():

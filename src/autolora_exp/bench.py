@@ -60,8 +60,9 @@ def glue_task(name: str) -> str:
 def portable_data_dir(data_dir: Path, repo: Path) -> str:
     """The data folder as the runs' configs record it: relative to the repository (run.py's
     working directory), so that the config hash, and with it a committed result, is the same on
-    every machine with the same layout (``../shared/data/glue`` beside the repository)."""
-    return os.path.relpath(Path(repo, data_dir).resolve(), Path(repo).resolve())
+    every machine with the same layout (``../shared/data/glue`` beside the repository). Lexical,
+    symlinks not followed: a ``../shared`` that links elsewhere still records ``../shared/...``."""
+    return os.path.relpath(os.path.normpath(os.path.join(repo, data_dir)), os.path.normpath(repo))
 
 
 def parse_list(text: str, what: str, cast: type = str) -> list[Any]:
