@@ -418,7 +418,10 @@ def test_quality_cost_in_cpu_hours_counts_the_finished_and_estimates_the_rest(qu
                finished("glue/rte", "lora_r4", 2, 900.0), left("glue/rte", "lora_r4", 3),
                finished("glue/rte", "autolora", 0, 3600.0), left("glue/rte", "autolora", 1),
                left("glue/stsb", "lora_r4", 0)]  # a cell with no finished run: counted, not guessed
-    cost = quality.summarise(entries, ["glue/rte", "glue/stsb"], ["lora_r4", "autolora"])["cost"]
+    summary = quality.summarise(entries, ["glue/rte", "glue/stsb"], ["lora_r4", "autolora"])
+    target = summary["targets"]["autolora_ge_lora_r4"]  # not judged on a partial benchmark
+    assert target["met"] is None and target["unfinished_runs"] == 3
+    cost = summary["cost"]
     assert cost["planned_runs"] == 7 and cost["finished_runs"] == 4 and cost["left_runs"] == 3
     assert cost["finished_cpu_h"] == pytest.approx((600 + 1200 + 900 + 3600) / 3600)
     assert cost["left_estimated_cpu_h"] == pytest.approx((900 + 3600) / 3600)  # each at its cell's median
