@@ -304,7 +304,7 @@ def markdown(report: dict[str, Any]) -> str:
                    for b in PAIRED[1] if b in methods for a in PAIRED[0] if a in methods]
     if paired_rows:
         lines += ["", "Paired per-seed differences (method - reference, dev x100 at the best epoch): mean over the "
-                  "shared seeds [95% percentile bootstrap interval, 10,000 resamples] (n, seeds up):", "",
+                  "shared seeds [95% percentile bootstrap interval, 10,000 resamples; from 5 shared seeds on] (n, seeds up):", "",
                   md_table(["method", "against"] + [t.removeprefix("glue/").upper() for t in tasks], paired_rows)]
     lines += ["", *cost_lines(report["cost"], tasks, methods)]
     failed = [e for e in report["runs"] if e["status"] == "failed"]

@@ -444,10 +444,13 @@ def test_quality_no_compute_starts_nothing_and_reports_what_is_left(quality, tmp
 
 def test_quality_paired_differences_against_lora_r4(quality):
     entries = []
-    for seed, up in enumerate((0.01, 0.03, 0.02)):
+    for seed, up in enumerate((0.01, 0.03, 0.02, 0.02, 0.02)):
         entries += [_q_entry("glue/stsb", "lora_r4", seed, 0.7, "spearmanr"),
                     _q_entry("glue/stsb", "autolora", seed, 0.7 + up, "spearmanr")]
     out = quality.summarise(entries, ["glue/stsb"], ["lora_r4", "autolora"])
     diff = out["paired"]["autolora - lora_r4"]["glue/stsb"]
-    assert diff["seeds"] == [0, 1, 2] and diff["mean"] == pytest.approx(0.02) and diff["wins"] == 3
+    assert diff["seeds"] == [0, 1, 2, 3, 4] and diff["mean"] == pytest.approx(0.02) and diff["wins"] == 5
     assert diff["separated"] and 0.01 - 1e-9 <= diff["ci"][0] < diff["ci"][1] <= 0.03 + 1e-9
+    three = quality.summarise(entries[:6], ["glue/stsb"], ["lora_r4", "autolora"])  # 3 seeds: no interval
+    assert three["paired"]["autolora - lora_r4"]["glue/stsb"]["ci"] is None
+    assert not three["paired"]["autolora - lora_r4"]["glue/stsb"]["separated"]

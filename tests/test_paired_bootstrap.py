@@ -37,8 +37,8 @@ def test_interval_is_the_percentile_bootstrap_of_the_mean_and_is_reproducible():
 
 
 def test_differences_of_both_signs_give_an_interval_holding_zero():
-    a = {0: 0.6, 1: 0.6, 2: 0.6, 3: 0.6}
-    b = {0: 0.58, 1: 0.63, 2: 0.61, 3: 0.57}
+    a = {0: 0.6, 1: 0.6, 2: 0.6, 3: 0.6, 4: 0.6}
+    b = {0: 0.58, 1: 0.63, 2: 0.61, 3: 0.57, 4: 0.60}
     d = paired_difference(a, b)
     assert d.ci[0] < 0 < d.ci[1] and not d.separated
     # a wider level gives a wider interval
@@ -55,6 +55,13 @@ def test_one_seed_has_no_interval_and_no_seed_gives_none():
         paired_difference({0: 1.0}, {0: 1.0}, level=1.5)
 
 
+def test_fewer_than_five_seeds_get_no_interval():
+    # 4 seeds all up: a percentile interval would exclude 0, as it would by chance 1 time in 8
+    d = paired_difference({s: 0.7 + 0.01 * s for s in range(4)}, {s: 0.69 for s in range(4)})
+    assert d.n == 4 and d.wins == 4 and d.ci is None and not d.separated
+    assert describe(d) == "+2.5 (n=4, 4/4 up)"
+
+
 def test_describe_prints_mean_interval_and_seeds_up():
-    d = paired_difference({0: 0.70, 1: 0.74}, {0: 0.68, 1: 0.70})
-    assert describe(d) == f"+3.0 [{d.ci[0] * 100:+.1f}, {d.ci[1] * 100:+.1f}] (n=2, 2/2 up)"
+    d = paired_difference({s: 0.70 + 0.01 * s for s in range(5)}, {s: 0.68 for s in range(5)})
+    assert describe(d) == f"+4.0 [{d.ci[0] * 100:+.1f}, {d.ci[1] * 100:+.1f}] (n=5, 5/5 up)"

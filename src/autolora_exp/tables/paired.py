@@ -3,15 +3,16 @@
 A median [min–max] per method hides whether two methods differ on the same seeds; this table
 shows, per task, the mean paired difference (method - reference) x100 over the seeds both
 ran, its 95% percentile bootstrap interval and how many seeds went up
-(:mod:`autolora_exp.paired_bootstrap`). Only cells with at least two shared seeds get an
-interval; a row is shown only when its reference ran.
+(:mod:`autolora_exp.paired_bootstrap`). The table needs a cell with at least two shared seeds;
+only cells with ``MIN_SEEDS`` (5) shared seeds get an interval; a row is shown only when its
+reference ran.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from autolora_exp.paired_bootstrap import describe, paired_difference
+from autolora_exp.paired_bootstrap import MIN_SEEDS, describe, paired_difference
 from autolora_exp.tables.layout import method_label, rows_of, task_label
 from autolora_exp.tables.load import Collection
 from autolora_exp.tables.render import Table
@@ -33,7 +34,7 @@ def seed_scores(cells: dict, key: tuple[str, str, str, str, str]) -> dict[int, f
 def paired_table(col: Collection, experiment: str, model: str, tasks: Sequence[str], layout: Sequence[str],
                  level: float = 0.95) -> Table | None:
     """None when no compared row shares two seeds with a reference on any task."""
-    rows, any_interval, cells_of = [], False, col.cells()
+    rows, any_pair, cells_of = [], False, col.cells()
     for ref in REFERENCES:
         for method, variant in compared_rows(col, layout):
             cells = []
@@ -41,16 +42,17 @@ def paired_table(col: Collection, experiment: str, model: str, tasks: Sequence[s
                 a = seed_scores(cells_of, (experiment, task, model, method, variant))
                 b = seed_scores(cells_of, (experiment, task, model, *ref))
                 diff = paired_difference(a, b, level=level)
-                any_interval |= diff is not None and diff.ci is not None
+                any_pair |= diff is not None and diff.n >= 2
                 cells.append(describe(diff))
             if any(c != "–" for c in cells):
                 rows.append([method_label(method, variant), method_label(*ref), *cells])
-    if not any_interval:
+    if not any_pair:
         return None
     notes = [f"Model: {model}. Mean over the shared seeds of (method - reference), dev score x100, "
              f"[{level:.0%} percentile bootstrap interval of that mean, 10,000 resamples]; "
              "n = seeds both ran; k/n up = seeds where the method scored higher.",
-             "An interval that excludes 0 separates the two at that level; with n = 5 seeds an interval is "
-             "at most as wide as the spread of the differences."]
+             f"The interval is given from n = {MIN_SEEDS} seeds on (below, n same-signed differences would "
+             "exclude 0 by chance too often); one that excludes 0 separates the two at that level. It is at "
+             "most as wide as the spread of the differences."]
     return Table(f"Paired differences against LoRA r=4 and AdaLoRA ({model})",
                  ["Method", "Against", *[task_label(t) for t in tasks]], rows, notes)
