@@ -53,8 +53,7 @@ def glue_table(col: Collection, experiment: str, model: str, methods: Sequence[s
     notes = [f"Model: {model}. Median over seeds of the dev score x100 [min–max], n = seeds; "
              "CoLA: Matthews correlation, STS-B: Spearman, others: accuracy (MNLI: matched).",
              "Avg.: mean over tasks of the per-task medians."]
-    no_epochs = sorted({method_label(r.method, r.variant) for r in col.runs
-                        if r.best_epoch is None})
+    no_epochs = sorted({method_label(r.method, r.variant) for r in col.runs if r.best_epoch is None})
     if no_epochs:
         notes.append(f"{', '.join(no_epochs)}: the final model's score, whatever --select says: its search trains "
                      "the final model (rank chosen on D_val), which has no epochs to select among.")

@@ -41,8 +41,8 @@ class AutoLoRAConfig(MethodConfig):
     search: SearchConfig = field(default_factory=SearchConfig)
 
 
-#: the tables' row label of each result name the AutoLoRA presets (conf/method/autolora*.yaml) produce
-#: row labels; an ablation names its parent, as it also stands outside Table 4 (e.g. glue_evidence)
+#: the tables' row label of each result name the AutoLoRA presets (conf/method/autolora*.yaml) produce;
+#: an ablation names its parent, as it also stands outside Table 4 (e.g. the glue_evidence rows)
 TABLE_LABELS = {
     "autolora": "AutoLoRA", "autolora_no_cst": "AutoLoRA w/o constraint", "autolora_sigmoid": "AutoLoRA, sigmoid",
     "autolora_eta0": "AutoLoRA, η = 0", "autolora_authors": "AutoLoRA (authors' search)",
