@@ -110,3 +110,32 @@ def test_smollm2_classifies_with_its_score_head_when_the_packaged_weights_are_th
     batch = tokenizer(["a fine film", "dull, long and boring beyond words"], padding=True, return_tensors="pt")
     with torch.no_grad():
         assert model(**batch).logits.shape == (2, 2)
+
+
+def test_replace_layers_freezes_the_model_wraps_in_the_given_order_and_trains_the_heads_whole():
+    """The one freezing rule every layer-wrapping method injects through (models.replace_layers)."""
+    from torch import nn
+
+    from autolora_exp.models import replace_layers
+
+    class Wrapped(nn.Module):
+        made: list[str] = []
+
+        def __init__(self, base: nn.Linear, tag: str):
+            super().__init__()
+            self.base, self.delta = base, nn.Linear(base.in_features, base.out_features, bias=False)
+            Wrapped.made.append(tag)
+
+    model = nn.Sequential()
+    model.add_module("b", nn.Linear(3, 3))
+    model.add_module("a", nn.Linear(3, 3))
+    model.add_module("head", nn.Linear(3, 2))
+    model.add_module("other", nn.LayerNorm(3))
+    base_b = model.b
+    layers = replace_layers(model, ["b", "a"], lambda base: Wrapped(base, tag=str(base is base_b)), heads=["head"])
+
+    assert list(layers) == ["b", "a"] and Wrapped.made == ["True", "False"]  # built in the order given
+    assert model.b is layers["b"] and model.b.base is base_b
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"b.delta.weight", "a.delta.weight", "head.weight", "head.bias"}
+    assert not any(p.requires_grad for p in model.other.parameters())

@@ -229,6 +229,26 @@ def check_adaptable(model: nn.Module, targets: list[str], heads: list[str]) -> l
     return names
 
 
+def replace_layers(model: nn.Module, names: list[str], make_layer, heads: list[str] = ()) -> dict[str, nn.Module]:
+    """Freeze every parameter of ``model``, replace each module ``names`` lists by
+    ``make_layer(module)`` (in the order given, which fixes the order of the new layers' random
+    initial draws), then make the ``heads`` modules (full names) trainable whole.
+
+    The new layers' own parameters stay as their constructors leave them; the wrapped module
+    stays frozen. Returns {name: new layer} in the order given. Every method that wraps layers
+    (LoRA-style layers, adapters) injects through here, so the freezing rule is written once.
+    """
+    model.requires_grad_(False)
+    layers: dict[str, nn.Module] = {}
+    for name in names:
+        layer = make_layer(model.get_submodule(name))
+        model.set_submodule(name, layer)
+        layers[name] = layer
+    for name in heads:
+        model.get_submodule(name).requires_grad_(True)
+    return layers
+
+
 def check_head_modules(model: nn.Module, heads: list[str]) -> None:
     """Every ``model.head_modules`` entry names a module of ``model`` (suffix match, as peft's
     ``modules_to_save``), under every method: a missing head would otherwise stay frozen and

@@ -36,7 +36,7 @@ from torch import nn
 
 from autolora_exp.errors import UserError
 from autolora_exp.contract import COUNT, LEARNING_RATE, Method, MethodConfig, MethodSpec, register_method
-from autolora_exp.models import check_target_modules
+from autolora_exp.models import check_target_modules, replace_layers
 from autolora_exp.validation import accepts, check_fields
 
 #: Houlsby's reference code initialises W_down from a truncated normal of this std (W_up too,
@@ -153,18 +153,14 @@ class HoulsbyAdapter(Method):
         """
         sites = adapter_sites(model)
         heads = check_target_modules(model, list(head_modules))
-        model.requires_grad_(False)
+        hidden_size = model.config.hidden_size
+        ref = next(model.parameters())
+        replace_layers(model, sites, lambda site: WithAdapter(
+            site, Adapter(hidden_size, self.bottleneck, self.nonlinearity).to(ref.device, ref.dtype)), heads)
         if self.train_layer_norms:
             for module in model.modules():
                 if isinstance(module, nn.LayerNorm):
                     module.requires_grad_(True)
-        for name in heads:
-            model.get_submodule(name).requires_grad_(True)
-        hidden_size = model.config.hidden_size
-        ref = next(model.parameters())
-        for name in sites:
-            adapter = Adapter(hidden_size, self.bottleneck, self.nonlinearity).to(ref.device, ref.dtype)
-            model.set_submodule(name, WithAdapter(model.get_submodule(name), adapter))
         return model
 
     def adapter_parameter_count(self, model: nn.Module) -> int:

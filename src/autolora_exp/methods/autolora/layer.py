@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from autolora_exp.errors import UserError
+from autolora_exp.models import replace_layers
 from autolora_exp.module_match import matches
 from autolora_exp.methods.autolora.gates import apply_gate, check_gate, check_selection_init, default_selection_init
 
@@ -141,15 +142,8 @@ def inject_selection_lora(
                 "(target_modules: [c_attn.q, c_attn.v]), which load_backbone splits into linears"
             )
 
-    for p in model.parameters():
-        p.requires_grad_(False)
-    layers: dict[str, SelectionLoRALinear] = {}
-    for name, base in found:
-        layer = SelectionLoRALinear(
-            base, k, gate=gate, lora_alpha=lora_alpha, lora_dropout=lora_dropout, selection_init=selection_init
-        )
-        model.set_submodule(name, layer)
-        layers[name] = layer
+    layers = replace_layers(model, [name for name, _ in found], lambda base: SelectionLoRALinear(
+        base, k, gate=gate, lora_alpha=lora_alpha, lora_dropout=lora_dropout, selection_init=selection_init))
     for layer in layers.values():
         for p in (layer.lora_A, layer.lora_B, layer.selection_logits):
             p.requires_grad_(True)

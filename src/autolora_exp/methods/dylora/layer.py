@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from autolora_exp.errors import UserError
-from autolora_exp.models import check_adaptable, check_head_modules, check_target_modules
+from autolora_exp.models import check_adaptable, check_head_modules, check_target_modules, replace_layers
 
 
 class DyLoRALinear(nn.Module):
@@ -109,7 +109,7 @@ def inject_dylora(model: nn.Module, target_modules: list[str], head_modules: lis
     :func:`~autolora_exp.models.check_adaptable` requires) by a :class:`DyLoRALinear`, in place.
 
     Everything is frozen except A, B and the head modules (trained by every method). Returns
-    {full module name: layer} in model order.
+    {full module name: layer}, sorted by name (the order the layers draw their initial values in).
     """
     for name in check_target_modules(model, list(target_modules)):
         if isinstance(model.get_submodule(name), DyLoRALinear):
@@ -122,16 +122,7 @@ def inject_dylora(model: nn.Module, target_modules: list[str], head_modules: lis
             raise UserError(f"model.target_modules: '{name}' is a {type(module).__name__}; DyLoRA adapts nn.Linear "
                             "layers (models.load_backbone loads targeted GPT-2 Conv1D layers as nn.Linear)")
     heads = check_target_modules(model, list(head_modules)) if head_modules else []
-    for p in model.parameters():
-        p.requires_grad_(False)
-    layers: dict[str, DyLoRALinear] = {}
-    for name in names:
-        layer = DyLoRALinear(model.get_submodule(name), r_max, lora_alpha, lora_dropout)
-        model.set_submodule(name, layer)
-        layers[name] = layer
-    for name in heads:
-        model.get_submodule(name).requires_grad_(True)
-    return layers
+    return replace_layers(model, names, lambda base: DyLoRALinear(base, r_max, lora_alpha, lora_dropout), heads)
 
 
 def dylora_layers(model: nn.Module) -> dict[str, DyLoRALinear]:

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from autolora_exp.errors import UserError
-from autolora_exp.models import check_target_modules
+from autolora_exp.models import check_target_modules, replace_layers
 
 #: how the gates start: ``normal`` = N(0, 1) per entry, as the authors' code (src/lora.py:41,
 #: ``torch.randn(1, r)``); ``ones`` = g = 1, the layer starts as LoRA of rank r_max
@@ -100,17 +100,9 @@ def inject_sora(model: nn.Module, target_modules: list[str], head_modules: list[
         if linear_shape(module) is None:
             raise UserError(f"target module {name!r} is a {type(module).__name__}; SoRA adapts nn.Linear / Conv1D "
                             "modules (GPT-2's fused c_attn: name its slices, c_attn.q / c_attn.v)")
-    model.requires_grad_(False)
-    layers: dict[str, SoRALinear] = {}
     order = {n: i for i, (n, _) in enumerate(model.named_modules())}
-    for name in sorted(names, key=order.__getitem__):
-        layer = SoRALinear(model.get_submodule(name), r_max, lora_alpha, lora_dropout, gate_init)
-        layer.base.requires_grad_(False)
-        model.set_submodule(name, layer)
-        layers[name] = layer
-    for name in heads:
-        model.get_submodule(name).requires_grad_(True)
-    return layers
+    return replace_layers(model, sorted(names, key=order.__getitem__),
+                          lambda base: SoRALinear(base, r_max, lora_alpha, lora_dropout, gate_init), heads)
 
 
 def sora_layers(model: nn.Module) -> dict[str, SoRALinear]:
