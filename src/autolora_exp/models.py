@@ -235,8 +235,9 @@ def replace_layers(model: nn.Module, names: list[str], make_layer, heads: list[s
     initial draws), then make the ``heads`` modules (full names) trainable whole.
 
     The new layers' own parameters stay as their constructors leave them; the wrapped module
-    stays frozen. Returns {name: new layer} in the order given. Every method that wraps layers
-    (LoRA-style layers, adapters) injects through here, so the freezing rule is written once.
+    stays frozen. Returns {name: new layer} in the order given. AutoLoRA's, SoRA's and DyLoRA's
+    layers and the adapters inject through here (LoRA and AdaLoRA through peft), so the freezing
+    rule is written once.
     """
     model.requires_grad_(False)
     layers: dict[str, nn.Module] = {}
