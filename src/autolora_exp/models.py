@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -229,7 +230,8 @@ def check_adaptable(model: nn.Module, targets: list[str], heads: list[str]) -> l
     return names
 
 
-def replace_layers(model: nn.Module, names: list[str], make_layer, heads: list[str] = ()) -> dict[str, nn.Module]:
+def replace_layers(model: nn.Module, names: list[str], make_layer: Callable[[nn.Module], nn.Module],
+                   heads: Sequence[str] = ()) -> dict[str, nn.Module]:
     """Freeze every parameter of ``model``, replace each module ``names`` lists by
     ``make_layer(module)`` (in the order given, which fixes the order of the new layers' random
     initial draws), then make the ``heads`` modules (full names) trainable whole.
