@@ -293,13 +293,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["Other official metrics (best epoch, x100, median over seeds):", "",
                   md_table(["method"] + [c for c, _ in secondary],
                            [[LABELS[m]] + [fmt(m) for _, fmt in secondary] for m in methods]), ""]
-    for key, t in report["targets"].items():
-        verdict = ("met" if t["met"] else "MISSED") if t["met"] is not None else (
-            f"not judged: {t['unfinished_runs']} run(s) unfinished" if t.get("unfinished_runs") else "no data")
-        ref = key.removeprefix("autolora_ge_")
-        a, b = t["autolora"], t[ref]
-        value = "-" if a is None or b is None else f"{a * 100:.1f} vs {b * 100:.1f}"
-        lines.append(f"- Target AutoLoRA average >= {LABELS[ref]}: {value} ({verdict})")
+    lines += target_lines(report["targets"])
     paired_rows = [[LABELS[a], LABELS[b]] + [describe(_from_dict(report["paired"][f"{a} - {b}"][t])) for t in tasks]
                    for b in PAIRED[1] if b in methods for a in PAIRED[0] if a in methods]
     if paired_rows:
@@ -318,6 +312,20 @@ def markdown(report: dict[str, Any]) -> str:
               + (" (this report: built with --no-compute from the finished runs)"
                  if "--no-compute" in report["command"] else ""), ""]
     return "\n".join(lines)
+
+
+def target_lines(targets: dict[str, Any]) -> list[str]:
+    """One line per target: both averages x100 to two decimals (one decimal would print a near tie
+    such as 52.75 against 52.78 as "52.8 vs 52.8 (MISSED)") and the verdict."""
+    lines = []
+    for key, t in targets.items():
+        verdict = ("met" if t["met"] else "MISSED") if t["met"] is not None else (
+            f"not judged: {t['unfinished_runs']} run(s) unfinished" if t.get("unfinished_runs") else "no data")
+        ref = key.removeprefix("autolora_ge_")
+        a, b = t["autolora"], t[ref]
+        value = "-" if a is None or b is None else f"{a * 100:.2f} vs {b * 100:.2f}"
+        lines.append(f"- Target AutoLoRA average >= {LABELS[ref]}: {value} ({verdict})")
+    return lines
 
 
 def cost_lines(cost: dict[str, Any], tasks: list[str], methods: list[str]) -> list[str]:

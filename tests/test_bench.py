@@ -269,6 +269,15 @@ def test_quality_median_spread_average_and_targets(quality):
     assert avg["autolora"]["best"] == pytest.approx(0.71) and avg["adalora"]["best"] == pytest.approx(0.72)
     assert out["targets"]["autolora_ge_lora_r4"]["met"] is True
     assert out["targets"]["autolora_ge_adalora"]["met"] is False
+    lines = quality.target_lines(out["targets"])
+    assert lines == ["- Target AutoLoRA average >= LoRA r=4: 71.00 vs 70.00 (met)",
+                     "- Target AutoLoRA average >= AdaLoRA: 71.00 vs 72.00 (MISSED)"]
+
+
+def test_quality_target_near_tie_prints_the_digits_that_decide_it(quality):
+    """The GLUE evidence run (docs/bench/quality_glue_evidence.json): equal to one decimal."""
+    tie = {"autolora_ge_lora_r4": {"autolora": 0.52759, "lora_r4": 0.52774, "met": False, "unfinished_runs": 0}}
+    assert quality.target_lines(tie) == ["- Target AutoLoRA average >= LoRA r=4: 52.76 vs 52.77 (MISSED)"]
 
 
 # ---- search_stop (replay of the stopping rule) --------------------------------------------------
