@@ -316,7 +316,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def target_lines(targets: dict[str, Any]) -> list[str]:
     """One line per target: both averages x100 to two decimals (one decimal would print a near tie
-    such as 52.75 against 52.78 as "52.8 vs 52.8 (MISSED)") and the verdict."""
+    such as 52.76 against 52.77 as "52.8 vs 52.8 (MISSED)") and the verdict."""
     lines = []
     for key, t in targets.items():
         verdict = ("met" if t["met"] else "MISSED") if t["met"] is not None else (
