@@ -45,7 +45,7 @@ from typing import Any
 
 from autolora_exp.bench import (BenchRun, RunRecord, add_committed_argument, add_run_arguments, committed_store,
                                 fmt_stat, glue_task, machine_line, md_table, parse_list, parse_with_quick,
-                                portable_data_dir, run_benchmark, stats)
+                                portable_data_dir, process_wall_text, run_benchmark, stats)
 from autolora_exp.errors import UserError
 from autolora_exp.paired_bootstrap import PairedDifference, describe, paired_difference
 
@@ -307,7 +307,7 @@ def markdown(report: dict[str, Any]) -> str:
                                          for e in failed]
     lines += ["", f"Machine: {machine_line(report['machine'])}; at the end {report['loadavg_end']}. "
               f"Benchmark wall time {report['bench_wall_s']:.0f} s ({report['runs_computed']} run(s) computed, "
-              f"{report['runs_reused']} reused); the runs' process wall time {report['runs_process_wall_s']:.0f} s in all.",
+              f"{report['runs_reused']} reused); {process_wall_text(report)}.",
               "", f"Reproduce: `{report['command'].replace(' --no-compute', '')}`"
               + (" (this report: built with --no-compute from the finished runs)"
                  if "--no-compute" in report["command"] else ""), ""]

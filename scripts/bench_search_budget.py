@@ -40,7 +40,7 @@ from typing import Any
 
 from autolora_exp.methods.autolora import search_budget as sb
 from autolora_exp.bench import (BenchRun, RunRecord, add_committed_argument, add_run_arguments, committed_store,
-                                export_committed, fmt_stat, machine_info, machine_line, parse_list, parse_with_quick,
+                                export_committed, fmt_stat, machine_info, machine_line, parse_list, parse_with_quick, process_wall_text,
                                 run_one, write_report)
 from autolora_exp.errors import UserError
 from autolora_exp.methods.autolora.rank_pattern import save_rank_pattern_json
@@ -209,7 +209,7 @@ def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines += [f"Machine: {machine_line(m)}; at the end {report['loadavg_end']}. Benchmark wall time "
               f"{report['bench_wall_s']:.0f} s ({report['runs_computed']} run(s) computed, {report['runs_reused']} "
-              f"reused, {report.get('runs_not_run', 0)} not run); the runs' process wall time {report['runs_process_wall_s']:.0f} s in all.", "",
+              f"reused, {report.get('runs_not_run', 0)} not run); {process_wall_text(report)}.", "",
               f"Reproduce: `{report['command'].replace(' --no-compute', '')}`"
               + (" (this report: built with --no-compute from the finished runs)" if "--no-compute" in report["command"]
                  else "") + f"; the measured grid and AdaLoRA beside these runs: `{st['bench_cost_command']}`.", ""]

@@ -368,6 +368,21 @@ def test_quality_quick_writes_json_with_official_metrics(quality, tmp_path, shar
     assert all(t["met"] in (True, False) for t in report["targets"].values())
 
 
+def test_report_names_finished_runs_whose_process_record_is_missing(tmp_path):
+    """A benchmark SIGKILLed between a run's result.json and its bench.json leaves a finished run
+    with no process record: the wall-time sum must say it leaves that run out, not count it as 0 s."""
+    records = [bench.RunRecord({"seed": 0}, tmp_path / "a", "completed", reused=True, process={"wall_s": 100.0}),
+               bench.RunRecord({"seed": 1}, tmp_path / "b", "completed", reused=True, process={}),
+               bench.RunRecord({"seed": 2}, tmp_path / "c", "not_run")]
+    assert bench.write_report("t", "s.py", [], {}, {"loadavg": [0, 0, 0]}, 0.0, records, [], {},
+                              bench.process_wall_text, tmp_path, "r", echo=False) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["runs_process_wall_s"] == 100.0 and report["runs_without_process_record"] == 1
+    assert (tmp_path / "r.md").read_text() == ("the runs' process wall time 100 s in all (1 finished run(s) "
+                                                "without a process record in bench.json: not in it)")
+    assert bench.process_wall_text({"runs_process_wall_s": 5.4}) == "the runs' process wall time 5 s in all"
+
+
 @pytest.mark.slow
 def test_a_failed_run_is_recorded_and_the_benchmark_goes_on(tmp_path):
     run = bench.BenchRun({"method": "lora", "seed": 0},

@@ -508,6 +508,10 @@ def write_report(bench: str, script: str, argv: list[str], settings: dict[str, A
                               "runs_reused": sum(1 for r in records if r.reused),
                               # the runs' own process wall seconds, whenever they were computed
                               "runs_process_wall_s": round(sum(r.process.get("wall_s") or 0 for r in records), 1),
+                              # finished runs whose bench.json is missing (e.g. the benchmark was SIGKILLed
+                              # between the run's result.json and its record): not in the sum above
+                              "runs_without_process_record": sum(1 for r in records if r.status == "completed"
+                                                                 and r.process.get("wall_s") is None),
                               "runs": entries}
     report |= summary
     out.mkdir(parents=True, exist_ok=True)
@@ -517,6 +521,14 @@ def write_report(bench: str, script: str, argv: list[str], settings: dict[str, A
     if echo:
         print(text)
     return 1 if any(e["status"] == "failed" for e in entries) else 0
+
+
+def process_wall_text(report: dict[str, Any]) -> str:
+    """The report's sentence on the runs' own process wall time, naming the runs it leaves out."""
+    text = f"the runs' process wall time {report['runs_process_wall_s']:.0f} s in all"
+    missing = report.get("runs_without_process_record", 0)
+    return text + (f" ({missing} finished run(s) without a process record in {BENCH_FILE}: not in it)"
+                   if missing else "")
 
 
 def add_run_arguments(p: Any, repo: Path, epochs: int, stem: str) -> None:

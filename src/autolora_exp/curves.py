@@ -305,7 +305,7 @@ STATUS_TEXT = {"chosen": "plateau reached", "still_rising": "still rising at the
 
 
 def markdown(report: dict[str, Any]) -> str:
-    from autolora_exp.bench import machine_line, md_table
+    from autolora_exp.bench import machine_line, md_table, process_wall_text
 
     st = report["settings"]
     lines = [f"# Learning curves: {method_label(st)} on {st['model']}", "",
@@ -351,7 +351,7 @@ def markdown(report: dict[str, Any]) -> str:
                                          f"seed {e['seed']}: {e.get('error')}" for e in failed] + [""]
     lines += [f"Machine: {machine_line(report['machine'])}; at the end {report['loadavg_end']}. Benchmark wall time "
               f"{report['bench_wall_s']:.0f} s ({report['runs_computed']} run(s) computed, {report['runs_reused']} "
-              f"reused); the runs' process wall time {report['runs_process_wall_s']:.0f} s in all.", "",
+              f"reused); {process_wall_text(report)}.", "",
               f"Reproduce: `{report['command']}`", ""]
     return "\n".join(lines)
 
